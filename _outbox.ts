@@ -1,0 +1,89 @@
+/**
+ * A write queue for one connection: lines sent in the same event-loop turn go
+ * out in one write, one write is in flight at a time, and the bytes waiting
+ * are bounded.
+ *
+ * @module
+ */
+import type { Conn } from "./transport.ts";
+
+const encoder = new TextEncoder();
+
+/** Batches lines into as few writes as possible. */
+export class Outbox {
+  #conn: Conn;
+  #queue: string[] = [];
+  #queued = 0;
+  #scheduled = false;
+  #writing = false;
+  #dead = false;
+  #maxQueued: number;
+  #onFail: (err: unknown) => void;
+  #idle: (() => void)[] = [];
+
+  /**
+   * @param conn The connection to write to.
+   * @param maxQueued The most characters that may wait; past it the
+   * connection is closed (a peer that does not read).
+   * @param onFail Called once when a write fails or the queue overflows.
+   */
+  constructor(
+    conn: Conn,
+    maxQueued: number,
+    onFail: (err: unknown) => void,
+  ) {
+    this.#conn = conn;
+    this.#maxQueued = maxQueued;
+    this.#onFail = onFail;
+  }
+
+  /** Queues one encoded line. */
+  send(line: string): void {
+    if (this.#dead) return;
+    this.#queue.push(line);
+    this.#queued += line.length;
+    if (this.#queued > this.#maxQueued) {
+      this.#fail(new Error(`more than ${this.#maxQueued} bytes unread`));
+      return;
+    }
+    if (!this.#scheduled && !this.#writing) {
+      this.#scheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /** Resolves once everything queued so far has been written (or failed). */
+  drained(): Promise<void> {
+    if (!this.#writing && !this.#scheduled) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  #fail(err: unknown): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.#queue = [];
+    this.#queued = 0;
+    this.#onFail(err);
+  }
+
+  async #flush(): Promise<void> {
+    this.#scheduled = false;
+    this.#writing = true;
+    while (this.#queue.length > 0 && !this.#dead) {
+      const text = this.#queue.length === 1
+        ? this.#queue[0]!
+        : this.#queue.join("");
+      this.#queue = [];
+      this.#queued = 0;
+      try {
+        await this.#conn.write(encoder.encode(text));
+      } catch (err) {
+        this.#fail(err);
+      }
+    }
+    this.#writing = false;
+    const idle = this.#idle;
+    this.#idle = [];
+    for (const resolve of idle) resolve();
+  }
+}

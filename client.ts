@@ -1,0 +1,966 @@
+/**
+ * The seaport client: connects through the transport, speaks the wire
+ * protocol, keeps a map of pending requests, queues calls while the
+ * connection is down, reconnects with capped exponential backoff and full
+ * jitter, and re-asserts `service()` and `assume()` registrations after every
+ * reconnect.
+ *
+ * @module
+ */
+import { Emitter } from "./_emitter.ts";
+import { answer, importSecret } from "./_auth.ts";
+import { Outbox } from "./_outbox.ts";
+import {
+  AuthError,
+  ConnectionError,
+  errorFromWire,
+  TimeoutError,
+} from "./errors.ts";
+import {
+  DEFAULT_MAX_LINE_BYTES,
+  encode,
+  LINE_TOO_LONG,
+  LineSplitter,
+  parseServerMessage,
+  PROTOCOL_VERSION,
+  type Request,
+  type ServerMessage,
+} from "./protocol.ts";
+import {
+  type JsonValue,
+  type Meta,
+  parsePattern,
+  parseRole,
+  type ServiceRecord,
+} from "./registry.ts";
+import {
+  type Conn,
+  defaultTransport,
+  type Endpoint,
+  formatEndpoint,
+  type Transport,
+} from "./transport.ts";
+
+/** Options of {@linkcode connect}. */
+export interface ConnectOptions {
+  /** The shared secret, when the server requires one. */
+  secret?: string;
+  /**
+   * The host to register services under, instead of the address the server
+   * sees (for containers and NAT).
+   */
+  advertise?: string;
+  /** The environment; `seaport(env).connect()` sets it. Default: `""`. */
+  env?: string;
+  /** Milliseconds before the first reconnect attempt, at most. Default: 100. */
+  reconnectDelay?: number;
+  /** The cap of the exponential reconnect backoff, in ms. Default: 2000. */
+  maxReconnectDelay?: number;
+  /** Milliseconds one connection attempt may take. Default: 5000. */
+  connectTimeout?: number;
+  /** The longest line accepted from the server, in bytes. Default: 65536. */
+  maxLineBytes?: number;
+  /** The transport to connect with. Default: the runtime's own. */
+  transport?: Transport;
+}
+
+/** Options of a waiting {@linkcode Ports.get}. */
+export interface GetOptions {
+  /** Gives up waiting when aborted, rejecting with the signal's reason. */
+  signal?: AbortSignal;
+  /** Gives up after this many ms, rejecting with a `TimeoutError`. */
+  timeout?: number;
+}
+
+/** `cb(port, ready)` of `service()` and `allocate()`. */
+export type ServiceCallback = (
+  port: number,
+  ready: () => Promise<void>,
+) => void;
+
+/** Listeners of {@linkcode Ports} events. */
+export interface PortsEvents {
+  /** An allocated port became ready somewhere (server event). */
+  allocate: (record: ServiceRecord) => void;
+  /** A service assumed a port somewhere (server event). */
+  assume: (record: ServiceRecord) => void;
+  /** A registration was freed somewhere (server event). */
+  free: (record: ServiceRecord) => void;
+  /** The connection is up and authenticated. */
+  connect: () => void;
+  /** The connection was lost; the client reconnects. */
+  disconnect: (err?: unknown) => void;
+  /** Something failed that no returned Promise reports. */
+  error: (err: unknown) => void;
+}
+
+/** A connection to a seaport server. Create one with {@linkcode connect}. */
+export interface Ports extends AsyncDisposable {
+  /**
+   * Registers a service: allocates a port, calls `cb(port, ready)`, and makes
+   * the registration visible when `ready()` is called (at once when `cb`
+   * takes one argument or is left out). Re-asserted after every reconnect.
+   *
+   * @returns The port; when ready is automatic, once the registration is
+   * visible.
+   */
+  service(role: string, cb?: ServiceCallback): Promise<number>;
+  /** {@inheritDoc Ports.service} */
+  service(role: string, meta: Meta, cb?: ServiceCallback): Promise<number>;
+  /**
+   * Allocates a port for a role, like `service()` but not re-asserted after a
+   * reconnect (the registration ends with the connection that made it).
+   */
+  allocate(role: string, cb?: ServiceCallback): Promise<number>;
+  /** {@inheritDoc Ports.allocate} */
+  allocate(role: string, meta: Meta, cb?: ServiceCallback): Promise<number>;
+  /**
+   * Tells the server this client serves `role` on `port` (or `meta.port`);
+   * replaces whatever held that port on this host. Re-asserted after every
+   * reconnect.
+   */
+  assume(
+    role: string,
+    port: number | (Meta & { port: number }),
+    cb?: () => void,
+  ): Promise<void>;
+  /** Gives a registration back, by port or by record. */
+  free(port: number | ServiceRecord, cb?: () => void): Promise<void>;
+  /**
+   * The registrations matching `pattern` now (all in the environment without
+   * a pattern), in this client's environment or in `env`.
+   */
+  query(cb?: (records: ServiceRecord[]) => void): Promise<ServiceRecord[]>;
+  /** {@inheritDoc Ports.query} */
+  query(
+    pattern: string,
+    cb?: (records: ServiceRecord[]) => void,
+  ): Promise<ServiceRecord[]>;
+  /** {@inheritDoc Ports.query} */
+  query(
+    env: string,
+    pattern: string | undefined,
+    cb?: (records: ServiceRecord[]) => void,
+  ): Promise<ServiceRecord[]>;
+  /**
+   * The registrations matching `pattern`, once at least one exists: waits
+   * (across reconnects) until one registers.
+   */
+  get(
+    pattern: string,
+    cb?: (records: ServiceRecord[]) => void,
+  ): Promise<ServiceRecord[]>;
+  /** {@inheritDoc Ports.get} */
+  get(
+    pattern: string,
+    options: GetOptions,
+    cb?: (records: ServiceRecord[]) => void,
+  ): Promise<ServiceRecord[]>;
+  /** Adds an event listener; server events are subscribed on first use. */
+  on<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this;
+  /** Removes an event listener. */
+  off<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this;
+  /** Whether the connection is up and authenticated. */
+  readonly connected: boolean;
+  /** This client's address as the server sees it, once connected. */
+  readonly host: string | undefined;
+  /** Ends the connection and cancels pending calls; frees registrations. */
+  close(): Promise<void>;
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
+  : never;
+type Body = DistributiveOmit<Request, "id">;
+
+interface Pending {
+  readonly body: Body;
+  readonly resolve: (v: JsonValue) => void;
+  readonly reject: (err: unknown) => void;
+  /** On a lost connection: send again after reconnecting, or drop. */
+  readonly retry: boolean;
+  /** Called instead of a rejection when a non-retried request is dropped. */
+  readonly onDrop?: () => void;
+  id?: number;
+}
+
+interface LocalService {
+  readonly role: string;
+  readonly meta: Meta | undefined;
+  readonly persistent: boolean;
+  port: number | undefined;
+  rid: string | undefined;
+  epoch: number;
+  wantReady: boolean;
+  visible: boolean;
+  onPort: ((port: number) => void) | undefined;
+  onFail: (err: unknown) => void;
+  readyWaiters: (() => void)[];
+}
+
+const SERVER_EVENTS = new Set(["allocate", "assume", "free"]);
+
+function positive(name: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
+    throw new RangeError(
+      `Option "${name}" must be a positive number, got ${v}`,
+    );
+  }
+  return v;
+}
+
+class Client implements Ports {
+  #ep: Endpoint;
+  #opts: ConnectOptions;
+  #transport: Transport;
+  #emitter = new Emitter<PortsEvents>((err) => this.#reportError(err));
+  #key: Promise<CryptoKey> | undefined;
+  #state: "connecting" | "handshake" | "ready" | "closed" = "connecting";
+  #conn: Conn | undefined;
+  #outbox: Outbox | undefined;
+  #epoch = 0;
+  #nextId = 1;
+  #pending = new Map<number, Pending>();
+  #queue: Pending[] = [];
+  #services = new Set<LocalService>();
+  #subscribed = false;
+  #host: string | undefined;
+  #sleep:
+    | { timer: ReturnType<typeof setTimeout>; wake: () => void }
+    | undefined;
+  #run: Promise<void>;
+  #limits: { min: number; max: number; connect: number; line: number };
+
+  constructor(ep: Endpoint, opts: ConnectOptions) {
+    this.#ep = ep;
+    this.#opts = opts;
+    this.#transport = opts.transport ?? defaultTransport();
+    if (opts.secret !== undefined && typeof opts.secret !== "string") {
+      throw new TypeError(`Option "secret" must be a string`);
+    }
+    if (opts.env !== undefined && typeof opts.env !== "string") {
+      throw new TypeError(`Option "env" must be a string`);
+    }
+    this.#key = opts.secret === undefined
+      ? undefined
+      : importSecret(opts.secret);
+    this.#limits = {
+      min: positive("reconnectDelay", opts.reconnectDelay, 100),
+      max: positive("maxReconnectDelay", opts.maxReconnectDelay, 2000),
+      connect: positive("connectTimeout", opts.connectTimeout, 5000),
+      line: positive("maxLineBytes", opts.maxLineBytes, DEFAULT_MAX_LINE_BYTES),
+    };
+    this.#run = this.#loop();
+  }
+
+  #closed(): boolean {
+    return this.#state === "closed";
+  }
+
+  get connected(): boolean {
+    return this.#state === "ready";
+  }
+
+  get host(): string | undefined {
+    return this.#host;
+  }
+
+  // ---- connection life cycle ----
+
+  async #loop(): Promise<void> {
+    let attempt = 0;
+    while (!this.#closed()) {
+      let conn: Conn;
+      try {
+        conn = await this.#open();
+      } catch (err) {
+        if (this.#closed()) break;
+        this.#emitter.emit("disconnect", err);
+        await this.#backoff(attempt++);
+        continue;
+      }
+      if (this.#closed()) {
+        conn.close();
+        break;
+      }
+      const reading = this.#read(conn);
+      try {
+        await this.#handshake();
+        attempt = 0;
+        this.#up();
+      } catch (err) {
+        conn.close();
+        if (err instanceof AuthError) {
+          await reading;
+          this.#fail(err);
+          break;
+        }
+      }
+      const lost = await reading;
+      this.#down();
+      if (this.#closed()) break;
+      this.#emitter.emit("disconnect", lost);
+      await this.#backoff(attempt++);
+    }
+  }
+
+  async #open(): Promise<Conn> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const attempt = this.#transport.connect(this.#ep);
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        attempt.then((c) => c.close(), () => {});
+        reject(
+          new TimeoutError(
+            `Connecting to ${
+              formatEndpoint(this.#ep)
+            } took longer than ${this.#limits.connect} ms`,
+          ),
+        );
+      }, this.#limits.connect);
+    });
+    try {
+      const conn = await Promise.race([attempt, timeout]);
+      this.#epoch++;
+      this.#conn = conn;
+      this.#outbox = new Outbox(conn, 64 << 20, () => conn.close());
+      this.#state = "handshake";
+      return conn;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Reads until the connection ends; resolves with the reason, if any. */
+  async #read(conn: Conn): Promise<unknown> {
+    const splitter = new LineSplitter(this.#limits.line);
+    const reader = conn.readable.getReader();
+    let reason: unknown = undefined;
+    const onLine = (line: string | typeof LINE_TOO_LONG) => {
+      if (line === LINE_TOO_LONG) {
+        this.#reportError(
+          new ConnectionError("The server sent a line over the length limit"),
+        );
+        return;
+      }
+      const msg = parseServerMessage(line);
+      if (msg === undefined) {
+        this.#reportError(
+          new ConnectionError(`The server sent an invalid message`),
+        );
+        return;
+      }
+      this.#message(msg);
+    };
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        splitter.push(value, onLine);
+      }
+    } catch (err) {
+      reason = err;
+    } finally {
+      conn.close();
+    }
+    return reason;
+  }
+
+  #message(msg: ServerMessage): void {
+    if ("ev" in msg) {
+      this.#emitter.emit(msg.ev, msg.record);
+      return;
+    }
+    if (msg.id === null) {
+      if ("error" in msg) this.#reportError(errorFromWire(msg.error));
+      return;
+    }
+    const p = this.#pending.get(msg.id);
+    if (p === undefined) return; // a cancelled get answered meanwhile
+    this.#pending.delete(msg.id);
+    if ("error" in msg) p.reject(errorFromWire(msg.error));
+    else p.resolve(msg.result);
+  }
+
+  async #handshake(): Promise<void> {
+    const hello: Body = { op: "hello", v: PROTOCOL_VERSION };
+    if (this.#opts.env) (hello as { env?: string }).env = this.#opts.env;
+    if (this.#opts.advertise !== undefined) {
+      (hello as { advertise?: string }).advertise = this.#opts.advertise;
+    }
+    const res = await this.#direct(hello) as {
+      host?: string;
+      auth?: { nonce?: string } | null;
+    };
+    this.#host = res.host;
+    if (res.auth) {
+      if (this.#key === undefined) {
+        throw new AuthError(
+          `The server at ${
+            formatEndpoint(this.#ep)
+          } requires a secret and none was given`,
+        );
+      }
+      const mac = await answer(await this.#key, String(res.auth.nonce));
+      try {
+        await this.#direct({ op: "auth", mac });
+      } catch (err) {
+        if (err instanceof AuthError) {
+          throw new AuthError(
+            `The server at ${formatEndpoint(this.#ep)} rejected the secret`,
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** Sends a request now, bypassing the queue (handshake only). */
+  #direct(body: Body): Promise<JsonValue> {
+    return new Promise((resolve, reject) => {
+      this.#transmit({ body, resolve, reject, retry: false });
+    });
+  }
+
+  #transmit(p: Pending): void {
+    const id = this.#nextId++;
+    p.id = id;
+    this.#pending.set(id, p);
+    this.#outbox!.send(encode({ ...p.body, id } as Request));
+  }
+
+  #up(): void {
+    this.#state = "ready";
+    this.#emitter.emit("connect");
+    for (const svc of this.#services) this.#assert(svc);
+    if (this.#subscribed) this.#subscribe();
+    const queue = this.#queue;
+    this.#queue = [];
+    for (const p of queue) this.#transmit(p);
+  }
+
+  #down(): void {
+    if (!this.#closed()) this.#state = "connecting";
+    this.#conn = undefined;
+    this.#outbox = undefined;
+    const lost = new ConnectionError("The connection to the server was lost");
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    const again: Pending[] = [];
+    for (const p of pending) {
+      if (p.retry && !this.#closed()) again.push(p);
+      else if (p.onDrop !== undefined) p.onDrop();
+      else p.reject(lost);
+    }
+    this.#queue = again.concat(this.#queue);
+    for (const svc of this.#services) {
+      svc.visible = false;
+      if (!svc.persistent && svc.port !== undefined) {
+        this.#services.delete(svc);
+        svc.onFail(
+          new ConnectionError(
+            `The registration of "${svc.role}" on port ${svc.port} ended with the connection`,
+          ),
+        );
+      }
+    }
+  }
+
+  #backoff(attempt: number): Promise<void> {
+    if (this.#closed()) return Promise.resolve();
+    const cap = Math.min(this.#limits.max, this.#limits.min * 2 ** attempt);
+    const delay = Math.random() * cap;
+    return new Promise((resolve) => {
+      const wake = () => {
+        this.#sleep = undefined;
+        resolve();
+      };
+      this.#sleep = { timer: setTimeout(wake, delay), wake };
+    });
+  }
+
+  #fail(err: unknown): void {
+    this.#state = "closed";
+    this.#reject(err);
+    this.#reportError(err);
+  }
+
+  #reject(err: unknown): void {
+    const all = [...this.#pending.values(), ...this.#queue];
+    this.#pending.clear();
+    this.#queue = [];
+    for (const p of all) p.reject(err);
+    for (const svc of this.#services) svc.onFail(err);
+    this.#services.clear();
+  }
+
+  #reportError(err: unknown): void {
+    if (this.#emitter.count("error") > 0) this.#emitter.emit("error", err);
+  }
+
+  async close(): Promise<void> {
+    if (!this.#closed()) {
+      this.#state = "closed";
+      this.#conn?.close();
+      if (this.#sleep !== undefined) {
+        clearTimeout(this.#sleep.timer);
+        this.#sleep.wake();
+      }
+      this.#reject(new ConnectionError("The client was closed", {}, "CLOSED"));
+    }
+    await this.#run;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---- requests ----
+
+  #request(body: Body, retry = true): Promise<JsonValue> {
+    if (this.#closed()) {
+      return Promise.reject(
+        new ConnectionError("The client is closed", {}, "CLOSED"),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const p: Pending = { body, resolve, reject, retry };
+      if (this.#state === "ready") this.#transmit(p);
+      else this.#queue.push(p);
+    });
+  }
+
+  /** Sends what a local registration needs now; nothing while disconnected. */
+  #assert(svc: LocalService): void {
+    if (this.#state !== "ready") return;
+    const epoch = this.#epoch;
+    const meta = svc.meta === undefined ? {} : { meta: svc.meta };
+    const body: Body = svc.port === undefined
+      ? { op: "allocate", role: svc.role, ...meta }
+      : svc.wantReady
+      ? { op: "assume", role: svc.role, port: svc.port, ...meta }
+      : { op: "allocate", role: svc.role, port: svc.port, ...meta };
+    this.#transmit({
+      body,
+      retry: false,
+      onDrop: () => {},
+      resolve: (result) => {
+        if (!this.#services.has(svc)) {
+          // freed while the request was in flight
+          const rid = (result as { id: string }).id;
+          this.#transmit({
+            body: { op: "free", rid },
+            retry: false,
+            onDrop: () => {},
+            resolve: () => {},
+            reject: () => {},
+          });
+          return;
+        }
+        const record = result as unknown as ServiceRecord;
+        svc.rid = record.id;
+        svc.epoch = epoch;
+        if (body.op === "assume") {
+          this.#visible(svc);
+        } else if (svc.wantReady) {
+          this.#sendReady(svc);
+        }
+        if (svc.port === undefined) {
+          svc.port = record.port;
+          svc.onPort?.(record.port);
+          svc.onPort = undefined;
+        }
+      },
+      reject: (err) => {
+        this.#services.delete(svc);
+        svc.onFail(err);
+      },
+    });
+  }
+
+  #visible(svc: LocalService): void {
+    svc.visible = true;
+    const waiters = svc.readyWaiters;
+    svc.readyWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #sendReady(svc: LocalService): void {
+    if (this.#state !== "ready" || svc.epoch !== this.#epoch) return;
+    this.#transmit({
+      body: { op: "ready", rid: svc.rid! },
+      retry: false,
+      onDrop: () => {},
+      resolve: () => this.#visible(svc),
+      reject: (err) => this.#reportError(err),
+    });
+  }
+
+  #register(
+    persistent: boolean,
+    role: string,
+    metaOrCb: Meta | ServiceCallback | undefined,
+    maybeCb: ServiceCallback | undefined,
+  ): Promise<number> {
+    const cb = typeof metaOrCb === "function" ? metaOrCb : maybeCb;
+    const meta = typeof metaOrCb === "function" ? undefined : metaOrCb;
+    const promise = new Promise<number>((resolve, reject) => {
+      checkRole(role);
+      checkMeta(meta);
+      if (cb !== undefined && typeof cb !== "function") {
+        throw new TypeError("The callback must be a function");
+      }
+      if (this.#closed()) {
+        throw new ConnectionError("The client is closed", {}, "CLOSED");
+      }
+      const auto = cb === undefined || cb.length < 2;
+      const svc: LocalService = {
+        role,
+        meta,
+        persistent,
+        port: undefined,
+        rid: undefined,
+        epoch: 0,
+        wantReady: false,
+        visible: false,
+        readyWaiters: [],
+        onFail: reject,
+        onPort: undefined,
+      };
+      const ready = (): Promise<void> => {
+        if (svc.visible) return Promise.resolve();
+        const done = new Promise<void>((res) => svc.readyWaiters.push(res));
+        if (!svc.wantReady) {
+          svc.wantReady = true;
+          this.#sendReady(svc);
+        }
+        return done;
+      };
+      svc.onPort = (port) => {
+        svc.onFail = (err) => this.#reportError(err);
+        try {
+          if (cb !== undefined) {
+            if (auto) (cb as (port: number) => void)(port);
+            else cb(port, ready);
+          }
+        } catch (err) {
+          this.#reportError(err);
+        }
+        if (auto) ready().then(() => resolve(port));
+        else resolve(port);
+      };
+      this.#services.add(svc);
+      this.#assert(svc);
+    });
+    return cb === undefined ? promise : this.#handled(promise);
+  }
+
+  /** With a callback, failures go to the `error` event, not unhandled. */
+  #handled<T>(p: Promise<T>): Promise<T> {
+    p.catch((err) => this.#reportError(err));
+    return p;
+  }
+
+  service(
+    role: string,
+    metaOrCb?: Meta | ServiceCallback,
+    cb?: ServiceCallback,
+  ): Promise<number> {
+    return this.#register(true, role, metaOrCb, cb);
+  }
+
+  allocate(
+    role: string,
+    metaOrCb?: Meta | ServiceCallback,
+    cb?: ServiceCallback,
+  ): Promise<number> {
+    return this.#register(false, role, metaOrCb, cb);
+  }
+
+  assume(
+    role: string,
+    portOrMeta: number | (Meta & { port: number }),
+    cb?: () => void,
+  ): Promise<void> {
+    const promise = new Promise<number>((resolve, reject) => {
+      checkRole(role);
+      let port: number;
+      let meta: Meta | undefined;
+      if (typeof portOrMeta === "number") {
+        port = portOrMeta;
+      } else {
+        checkMeta(portOrMeta);
+        const { port: p, ...rest } = portOrMeta as Meta;
+        port = p as number;
+        meta = rest;
+      }
+      checkPort(port);
+      if (this.#closed()) {
+        throw new ConnectionError("The client is closed", {}, "CLOSED");
+      }
+      for (const old of this.#services) {
+        if (old.port === port) this.#services.delete(old);
+      }
+      const svc: LocalService = {
+        role,
+        meta,
+        persistent: true,
+        port,
+        rid: undefined,
+        epoch: 0,
+        wantReady: true,
+        visible: false,
+        readyWaiters: [() => resolve(port)],
+        onFail: reject,
+        onPort: undefined,
+      };
+      this.#services.add(svc);
+      this.#assert(svc);
+    }).then(() => cb?.());
+    return cb === undefined ? promise : this.#handled(promise);
+  }
+
+  free(target: number | ServiceRecord, cb?: () => void): Promise<void> {
+    const promise = (async () => {
+      let svc: LocalService | undefined;
+      if (typeof target === "number") {
+        checkPort(target);
+        for (const s of this.#services) if (s.port === target) svc = s;
+      } else if (typeof target === "object" && target !== null) {
+        for (const s of this.#services) if (s.rid === target.id) svc = s;
+      } else {
+        throw new TypeError("free() takes a port number or a record");
+      }
+      if (svc !== undefined) {
+        this.#services.delete(svc);
+        svc.onFail(new ConnectionError(`"${svc.role}" was freed`));
+        if (svc.rid === undefined || svc.epoch !== this.#epoch) return;
+        // the server forgot it with the connection it was made on
+        await this.#request({ op: "free", rid: svc.rid }, false).catch(
+          (err) => {
+            if (!(err instanceof ConnectionError)) throw err;
+          },
+        );
+        return;
+      }
+      const body: Body = typeof target === "number"
+        ? { op: "free", port: target }
+        : { op: "free", rid: String(target.id) };
+      await this.#request(body, false);
+    })().then(() => cb?.());
+    return cb === undefined ? promise : this.#handled(promise);
+  }
+
+  query(
+    a?: string | ((records: ServiceRecord[]) => void),
+    b?: string | ((records: ServiceRecord[]) => void),
+    c?: (records: ServiceRecord[]) => void,
+  ): Promise<ServiceRecord[]> {
+    const args = [a, b, c].filter((x) => x !== undefined);
+    const cb = typeof args[args.length - 1] === "function"
+      ? args.pop() as (records: ServiceRecord[]) => void
+      : undefined;
+    const promise = new Promise<ServiceRecord[]>((resolve, reject) => {
+      if (args.some((x) => typeof x !== "string")) {
+        throw new TypeError("query() takes ([env,] [pattern][, cb])");
+      }
+      const [env, pattern] = args.length === 2
+        ? args as string[]
+        : [undefined, args[0] as string | undefined];
+      if (pattern !== undefined) parsePattern(pattern);
+      const body: { op: "query"; pattern?: string; env?: string } = {
+        op: "query",
+      };
+      if (pattern !== undefined) body.pattern = pattern;
+      if (env !== undefined) body.env = env;
+      this.#request(body).then(
+        (r) => resolve(r as unknown as ServiceRecord[]),
+        reject,
+      );
+    });
+    return this.#withCallback(promise, cb);
+  }
+
+  #withCallback<T>(
+    promise: Promise<T>,
+    cb: ((value: T) => void) | undefined,
+  ): Promise<T> {
+    if (cb === undefined) return promise;
+    promise.then((v) => cb(v), () => {});
+    return this.#handled(promise);
+  }
+
+  get(
+    pattern: string,
+    optsOrCb?: GetOptions | ((records: ServiceRecord[]) => void),
+    maybeCb?: (records: ServiceRecord[]) => void,
+  ): Promise<ServiceRecord[]> {
+    const cb = typeof optsOrCb === "function" ? optsOrCb : maybeCb;
+    const opts = typeof optsOrCb === "object" ? optsOrCb : {};
+    const promise = new Promise<ServiceRecord[]>((resolve, reject) => {
+      if (typeof pattern !== "string") {
+        throw new TypeError("get() takes a pattern string");
+      }
+      parsePattern(pattern);
+      const { signal, timeout } = opts;
+      if (timeout !== undefined) positive("timeout", timeout, 0);
+      signal?.throwIfAborted();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const p: Pending = {
+        body: { op: "get", pattern },
+        retry: true,
+        resolve: (r) => {
+          cleanup();
+          resolve(r as unknown as ServiceRecord[]);
+        },
+        reject: (err) => {
+          cleanup();
+          reject(err);
+        },
+      };
+      const abort = (reason: unknown) => {
+        cleanup();
+        const i = this.#queue.indexOf(p);
+        if (i >= 0) this.#queue.splice(i, 1);
+        if (p.id !== undefined && this.#pending.delete(p.id)) {
+          this.#transmit({
+            body: { op: "cancel", target: p.id },
+            retry: false,
+            onDrop: () => {},
+            resolve: () => {},
+            reject: () => {},
+          });
+        }
+        reject(reason);
+      };
+      const onAbort = () => abort(signal!.reason);
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeout !== undefined) {
+        timer = setTimeout(
+          () =>
+            abort(
+              new TimeoutError(
+                `get("${pattern}") found no match within ${timeout} ms`,
+              ),
+            ),
+          timeout,
+        );
+      }
+      if (this.#closed()) {
+        p.reject(new ConnectionError("The client is closed", {}, "CLOSED"));
+      } else if (this.#state === "ready") this.#transmit(p);
+      else this.#queue.push(p);
+    });
+    return this.#withCallback(promise, cb);
+  }
+
+  #subscribe(): void {
+    this.#transmit({
+      body: { op: "subscribe" },
+      retry: false,
+      onDrop: () => {},
+      resolve: () => {},
+      reject: (err) => this.#reportError(err),
+    });
+  }
+
+  on<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this {
+    this.#emitter.on(event, fn);
+    if (SERVER_EVENTS.has(event) && !this.#subscribed) {
+      this.#subscribed = true;
+      if (this.#state === "ready") this.#subscribe();
+    }
+    return this;
+  }
+
+  off<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this {
+    this.#emitter.off(event, fn);
+    return this;
+  }
+}
+
+function checkRole(role: unknown): void {
+  if (typeof role !== "string") {
+    throw new TypeError('The role must be a string such as "web@1.2.3"');
+  }
+  parseRole(role);
+}
+
+function checkMeta(meta: unknown): void {
+  if (meta === undefined) return;
+  if (typeof meta !== "object" || meta === null || Array.isArray(meta)) {
+    throw new TypeError("The metadata must be a plain object");
+  }
+}
+
+function checkPort(port: unknown): void {
+  if (typeof port !== "number" || !Number.isInteger(port)) {
+    throw new TypeError(`The port must be an integer, got ${String(port)}`);
+  }
+  if (port < 1 || port > 65535) {
+    throw new RangeError(`The port must be from 1 to 65535, got ${port}`);
+  }
+}
+
+/**
+ * Parses `connect()`'s address forms: `(port)`, `(host, port)`,
+ * `("host:port")`, `("[::1]:port")`, each with an optional options object.
+ *
+ * @throws {TypeError} for a malformed address; {RangeError} for a bad port.
+ */
+export function parseAddress(
+  args: readonly unknown[],
+): { endpoint: Endpoint; options: ConnectOptions } {
+  const rest = [...args];
+  let options: ConnectOptions = {};
+  const last = rest[rest.length - 1];
+  if (typeof last === "object" && last !== null) {
+    options = last as ConnectOptions;
+    rest.pop();
+  }
+  let hostname = "localhost";
+  let port: unknown;
+  if (rest.length === 1 && typeof rest[0] === "number") {
+    port = rest[0];
+  } else if (rest.length === 1 && typeof rest[0] === "string") {
+    const s = rest[0];
+    const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s) ??
+      (/^\d+$/.test(s) ? [s, undefined, "", s] : null);
+    if (m === null) {
+      throw new TypeError(
+        `Invalid address "${s}": expected host:port, [ipv6]:port or a port`,
+      );
+    }
+    hostname = m[1] ?? (m[2] || "localhost");
+    port = Number(m[3]);
+  } else if (rest.length === 2 && typeof rest[0] === "string") {
+    hostname = rest[0];
+    port = typeof rest[1] === "string" ? Number(rest[1]) : rest[1];
+  } else {
+    throw new TypeError(
+      'connect() takes (port), (host, port) or ("host:port"), then options',
+    );
+  }
+  checkPort(port);
+  return { endpoint: { hostname, port: port as number }, options };
+}
+
+/**
+ * Connects to a seaport server. Calls made before the connection is up are
+ * queued; the client reconnects by itself until `close()`.
+ */
+export function connectWith(
+  env: string | undefined,
+  args: readonly unknown[],
+): Ports {
+  const { endpoint, options } = parseAddress(args);
+  return new Client(
+    endpoint,
+    env === undefined ? options : { ...options, env },
+  );
+}

@@ -1,0 +1,513 @@
+/**
+ * The wire protocol: newline-delimited JSON with a maximum line length, the
+ * message types, and validation that turns a line into a checked message or a
+ * precise error. See PROTOCOL.md.
+ *
+ * @module
+ */
+import type { WireError } from "./errors.ts";
+import type { JsonValue, Meta, ServiceRecord } from "./registry.ts";
+
+/** The protocol version spoken by this implementation. */
+export const PROTOCOL_VERSION = 1;
+
+/** The default maximum length of one line, in bytes. */
+export const DEFAULT_MAX_LINE_BYTES = 64 * 1024;
+
+/** Request operations a client may send. */
+export type Op = Request["op"];
+
+interface Base {
+  /** Chosen by the client; echoed in the reply. */
+  readonly id: number;
+}
+
+/** `hello`: the first message, naming the protocol version and environment. */
+export interface HelloRequest extends Base {
+  readonly op: "hello";
+  readonly v: number;
+  readonly env?: string;
+  readonly advertise?: string;
+}
+/** `auth`: the HMAC of the server's challenge. */
+export interface AuthRequest extends Base {
+  readonly op: "auth";
+  readonly mac: string;
+}
+/** `allocate`: reserve a port for a role. */
+export interface AllocateRequest extends Base {
+  readonly op: "allocate";
+  readonly role: string;
+  readonly meta?: Meta;
+  readonly port?: number;
+  readonly exclude?: number[];
+}
+/** `ready`: make a reservation visible. */
+export interface ReadyRequest extends Base {
+  readonly op: "ready";
+  readonly rid: string;
+}
+/** `assume`: register a port the service already listens on. */
+export interface AssumeRequest extends Base {
+  readonly op: "assume";
+  readonly role: string;
+  readonly port: number;
+  readonly meta?: Meta;
+}
+/** `free`: give a registration back, by id or by port. */
+export interface FreeRequest extends Base {
+  readonly op: "free";
+  readonly rid?: string;
+  readonly port?: number;
+}
+/** `query`: the matching registrations now. */
+export interface QueryRequest extends Base {
+  readonly op: "query";
+  readonly pattern?: string;
+  readonly env?: string;
+  readonly all?: boolean;
+}
+/** `get`: the matching registrations, answered once at least one exists. */
+export interface GetRequest extends Base {
+  readonly op: "get";
+  readonly pattern: string;
+  readonly env?: string;
+}
+/** `cancel`: stop waiting on an earlier `get`. */
+export interface CancelRequest extends Base {
+  readonly op: "cancel";
+  readonly target: number;
+}
+/** `subscribe` / `unsubscribe`: receive or stop events. */
+export interface SubscribeRequest extends Base {
+  readonly op: "subscribe" | "unsubscribe";
+}
+/** `ping`: a liveness check. */
+export interface PingRequest extends Base {
+  readonly op: "ping";
+}
+
+/** Every message a client may send. */
+export type Request =
+  | HelloRequest
+  | AuthRequest
+  | AllocateRequest
+  | ReadyRequest
+  | AssumeRequest
+  | FreeRequest
+  | QueryRequest
+  | GetRequest
+  | CancelRequest
+  | SubscribeRequest
+  | PingRequest;
+
+/** A reply to a request. */
+export type Reply =
+  | { readonly id: number; readonly result: JsonValue }
+  | { readonly id: number | null; readonly error: WireError };
+
+/** An event pushed to subscribed clients. */
+export interface EventMessage {
+  readonly ev: "allocate" | "assume" | "free";
+  readonly record: ServiceRecord;
+}
+
+/** Every message a server may send. */
+export type ServerMessage = Reply | EventMessage;
+
+/** A request that failed validation: the error to send back. */
+export interface Invalid {
+  /** The request id, when one could be read. */
+  readonly id: number | null;
+  /** The error. */
+  readonly error: WireError;
+}
+
+const OPS: ReadonlySet<string> = new Set([
+  "hello",
+  "auth",
+  "allocate",
+  "ready",
+  "assume",
+  "free",
+  "query",
+  "get",
+  "cancel",
+  "subscribe",
+  "unsubscribe",
+  "ping",
+]);
+
+const FORBIDDEN_KEYS: ReadonlySet<string> = new Set([
+  "__proto__",
+  "constructor",
+  "prototype",
+]);
+
+const MAX_META_DEPTH = 8;
+const MAX_EXCLUDE = 1024;
+
+class Bad extends Error {}
+
+function isObject(v: unknown): v is { [key: string]: unknown } {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function str(o: { [key: string]: unknown }, k: string, max = 1024): string {
+  const v = o[k];
+  if (typeof v !== "string") throw new Bad(`"${k}" must be a string`);
+  if (v.length > max) throw new Bad(`"${k}" is longer than ${max} characters`);
+  return v;
+}
+
+function optStr(
+  o: { [key: string]: unknown },
+  k: string,
+): string | undefined {
+  return o[k] === undefined ? undefined : str(o, k);
+}
+
+function port(o: { [key: string]: unknown }, k: string): number {
+  const v = o[k];
+  if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 65535) {
+    throw new Bad(`"${k}" must be an integer port from 1 to 65535`);
+  }
+  return v as number;
+}
+
+function checkJson(v: unknown, depth: number, path: string): void {
+  if (depth > MAX_META_DEPTH) {
+    throw new Bad(`"${path}" is nested deeper than ${MAX_META_DEPTH} levels`);
+  }
+  if (Array.isArray(v)) {
+    for (const x of v) checkJson(x, depth + 1, path);
+  } else if (isObject(v)) {
+    for (const k of Object.keys(v)) {
+      if (FORBIDDEN_KEYS.has(k)) {
+        throw new Bad(`"${path}" has forbidden key "${k}"`);
+      }
+      checkJson(v[k], depth + 1, path);
+    }
+  }
+}
+
+function meta(o: { [key: string]: unknown }): Meta | undefined {
+  const v = o.meta;
+  if (v === undefined) return undefined;
+  if (!isObject(v)) throw new Bad(`"meta" must be an object`);
+  checkJson(v, 0, "meta");
+  return v as Meta;
+}
+
+function validate(o: { [key: string]: unknown }, id: number): Request {
+  const op = o.op;
+  if (typeof op !== "string") throw new Bad(`"op" must be a string`);
+  if (!OPS.has(op)) throw new Bad(`unknown operation "${op.slice(0, 64)}"`);
+  switch (op) {
+    case "hello": {
+      if (!Number.isInteger(o.v)) throw new Bad(`"v" must be an integer`);
+      const r: {
+        id: number;
+        op: "hello";
+        v: number;
+        env?: string;
+        advertise?: string;
+      } = {
+        id,
+        op,
+        v: o.v as number,
+      };
+      const env = optStr(o, "env");
+      if (env !== undefined) r.env = env;
+      if (o.advertise !== undefined) {
+        const a = str(o, "advertise", 255);
+        // deno-lint-ignore no-control-regex
+        if (a === "" || /[\s\u0000-\u001f]/.test(a)) {
+          throw new Bad(`"advertise" must be a host name or address`);
+        }
+        r.advertise = a;
+      }
+      return r;
+    }
+    case "auth":
+      return { id, op, mac: str(o, "mac", 256) };
+    case "allocate": {
+      const r: {
+        id: number;
+        op: "allocate";
+        role: string;
+        meta?: Meta;
+        port?: number;
+        exclude?: number[];
+      } = { id, op, role: str(o, "role") };
+      const m = meta(o);
+      if (m !== undefined) r.meta = m;
+      if (o.port !== undefined) r.port = port(o, "port");
+      if (o.exclude !== undefined) {
+        const ex = o.exclude;
+        if (!Array.isArray(ex) || ex.length > MAX_EXCLUDE) {
+          throw new Bad(
+            `"exclude" must be an array of at most ${MAX_EXCLUDE} ports`,
+          );
+        }
+        r.exclude = ex.map((_, i) =>
+          port(ex as unknown as typeof o, String(i))
+        );
+      }
+      return r;
+    }
+    case "ready":
+      return { id, op, rid: str(o, "rid", 128) };
+    case "assume": {
+      const m = meta(o);
+      const role = str(o, "role");
+      const p = port(o, "port");
+      return m === undefined
+        ? { id, op, role, port: p }
+        : { id, op, role, port: p, meta: m };
+    }
+    case "free": {
+      if (o.rid !== undefined) return { id, op, rid: str(o, "rid", 128) };
+      if (o.port !== undefined) return { id, op, port: port(o, "port") };
+      throw new Bad(`"free" needs "rid" or "port"`);
+    }
+    case "query": {
+      const r: {
+        id: number;
+        op: "query";
+        pattern?: string;
+        env?: string;
+        all?: boolean;
+      } = { id, op };
+      const pattern = optStr(o, "pattern");
+      if (pattern !== undefined) r.pattern = pattern;
+      const env = optStr(o, "env");
+      if (env !== undefined) r.env = env;
+      if (o.all !== undefined) {
+        if (typeof o.all !== "boolean") {
+          throw new Bad(`"all" must be a boolean`);
+        }
+        r.all = o.all;
+      }
+      return r;
+    }
+    case "get": {
+      const env = optStr(o, "env");
+      const pattern = str(o, "pattern");
+      return env === undefined ? { id, op, pattern } : { id, op, pattern, env };
+    }
+    case "cancel": {
+      const t = o.target;
+      if (!Number.isSafeInteger(t) || (t as number) < 0) {
+        throw new Bad(`"target" must be a request id`);
+      }
+      return { id, op, target: t as number };
+    }
+    default:
+      return { id, op: op as "subscribe" | "unsubscribe" | "ping" };
+  }
+}
+
+/**
+ * Parses and validates one line sent by a client.
+ *
+ * @returns The checked request, or what to answer when it is invalid.
+ */
+export function parseRequest(line: string): Request | Invalid {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return {
+      id: null,
+      error: {
+        code: "PROTOCOL",
+        message: "Malformed JSON: the line is not valid JSON",
+      },
+    };
+  }
+  if (!isObject(v)) {
+    return {
+      id: null,
+      error: {
+        code: "BAD_REQUEST",
+        message: "A request must be a JSON object",
+      },
+    };
+  }
+  const id = v.id;
+  if (!Number.isSafeInteger(id) || (id as number) < 0) {
+    return {
+      id: null,
+      error: {
+        code: "BAD_REQUEST",
+        message: `"id" must be a non-negative integer`,
+      },
+    };
+  }
+  try {
+    return validate(v, id as number);
+  } catch (err) {
+    if (!(err instanceof Bad)) throw err;
+    return {
+      id: id as number,
+      error: { code: "BAD_REQUEST", message: `Bad request: ${err.message}` },
+    };
+  }
+}
+
+/** Whether {@linkcode parseRequest} rejected the line. */
+export function isInvalid(r: Request | Invalid): r is Invalid {
+  return "error" in r;
+}
+
+/**
+ * Parses one line sent by a server.
+ *
+ * @returns The message, or `undefined` if it is not a valid server message.
+ */
+export function parseServerMessage(line: string): ServerMessage | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (!isObject(v)) return undefined;
+  if (typeof v.ev === "string") {
+    if (!isObject(v.record)) return undefined;
+    if (v.ev !== "allocate" && v.ev !== "assume" && v.ev !== "free") {
+      return undefined;
+    }
+    return v as unknown as EventMessage;
+  }
+  if (v.id !== null && !Number.isSafeInteger(v.id)) return undefined;
+  if ("error" in v) {
+    const e = v.error;
+    if (!isObject(e) || typeof e.code !== "string") return undefined;
+    return {
+      id: v.id as number | null,
+      error: { code: e.code, message: String(e.message) },
+    };
+  }
+  if (!("result" in v) || v.id === null) return undefined;
+  return { id: v.id as number, result: v.result as JsonValue };
+}
+
+/** Encodes one message as a line of JSON. */
+export function encode(message: Request | ServerMessage): string {
+  return JSON.stringify(message) + "\n";
+}
+
+/** What {@linkcode LineSplitter} reports for a line over the limit. */
+export const LINE_TOO_LONG: unique symbol = Symbol("LINE_TOO_LONG");
+
+/**
+ * Splits a byte stream into lines of at most `maxLineBytes` bytes, whatever
+ * the chunking. A longer line is reported once as {@linkcode LINE_TOO_LONG}
+ * and its bytes are dropped up to the next newline, so memory stays bounded
+ * and the stream stays usable. A trailing `\r` is removed; empty lines are
+ * skipped.
+ */
+export class LineSplitter {
+  #parts: Uint8Array[] = [];
+  #length = 0;
+  #discarding = false;
+  #decoder = new TextDecoder();
+  readonly maxLineBytes: number;
+
+  constructor(maxLineBytes: number = DEFAULT_MAX_LINE_BYTES) {
+    if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) {
+      throw new RangeError(
+        `maxLineBytes must be a positive integer, got ${maxLineBytes}`,
+      );
+    }
+    this.maxLineBytes = maxLineBytes;
+  }
+
+  /** Feeds a chunk; calls `onLine` for each complete line in it. */
+  push(
+    chunk: Uint8Array,
+    onLine: (line: string | typeof LINE_TOO_LONG) => void,
+  ): void {
+    let start = 0;
+    const max = this.maxLineBytes;
+    while (start <= chunk.length) {
+      const nl = chunk.indexOf(10, start);
+      if (nl < 0) {
+        if (this.#discarding || start === chunk.length) return;
+        const rest = chunk.subarray(start);
+        if (this.#length + rest.length > max) {
+          this.#overflow(onLine);
+          return;
+        }
+        this.#parts.push(rest);
+        this.#length += rest.length;
+        return;
+      }
+      const piece = chunk.subarray(start, nl);
+      start = nl + 1;
+      if (this.#discarding) {
+        this.#discarding = false;
+        continue;
+      }
+      let end = piece.length;
+      if (end > 0 && piece[end - 1] === 13) end--;
+      else if (end === 0 && this.#length > 0) {
+        const last = this.#parts[this.#parts.length - 1]!;
+        if (last[last.length - 1] === 13) {
+          this.#parts[this.#parts.length - 1] = last.subarray(
+            0,
+            last.length - 1,
+          );
+          this.#length--;
+        }
+      }
+      if (this.#length + end > max) {
+        this.#parts = [];
+        this.#length = 0;
+        onLine(LINE_TOO_LONG);
+        continue;
+      }
+      const line = this.#take(piece.subarray(0, end));
+      if (line.length > 0) onLine(line);
+    }
+  }
+
+  #overflow(onLine: (line: typeof LINE_TOO_LONG) => void): void {
+    this.#parts = [];
+    this.#length = 0;
+    this.#discarding = true;
+    onLine(LINE_TOO_LONG);
+  }
+
+  #take(tail: Uint8Array): string {
+    if (this.#length === 0) return this.#decoder.decode(tail);
+    const buf = new Uint8Array(this.#length + tail.length);
+    let off = 0;
+    for (const p of this.#parts) {
+      buf.set(p, off);
+      off += p.length;
+    }
+    buf.set(tail, off);
+    this.#parts = [];
+    this.#length = 0;
+    return this.#decoder.decode(buf);
+  }
+}
+
+/**
+ * A Web Streams form of {@linkcode LineSplitter}: bytes in, lines (or
+ * {@linkcode LINE_TOO_LONG}) out.
+ */
+export class LineDecoderStream
+  extends TransformStream<Uint8Array, string | typeof LINE_TOO_LONG> {
+  constructor(maxLineBytes: number = DEFAULT_MAX_LINE_BYTES) {
+    const splitter = new LineSplitter(maxLineBytes);
+    super({
+      transform(chunk, controller) {
+        splitter.push(chunk, (line) => controller.enqueue(line));
+      },
+    });
+  }
+}

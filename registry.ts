@@ -1,0 +1,587 @@
+/**
+ * The pure registry: roles, semver matching, the per-host port table, waiting
+ * gets and the events every change causes. No sockets, timers or runtime
+ * checks: each change returns its result and the events it caused, so it is
+ * tested in microseconds and could sit behind a replicated store.
+ *
+ * @module
+ */
+import semver from "semver";
+import { RegistryError } from "./errors.ts";
+
+/** A JSON value, as registration metadata may hold. */
+export type JsonValue =
+  | string
+  | number
+  | boolean
+  | null
+  | JsonValue[]
+  | { [key: string]: JsonValue };
+
+/** Extra fields a registration carries besides its address and role. */
+export type Meta = { [key: string]: JsonValue };
+
+/** A visible registration: who serves which role where. */
+export interface ServiceRecord {
+  /** The host the service listens on, as the server sees its client. */
+  readonly host: string;
+  /** The port the service listens on. */
+  readonly port: number;
+  /** The role's name, e.g. `web` for `web@1.2.3`. */
+  readonly role: string;
+  /** The role's version, e.g. `1.2.3` (`0.0.0` when none was given). */
+  readonly version: string;
+  /** The environment the registration lives in (`""` by default). */
+  readonly env: string;
+  /** The server-assigned id of this registration. */
+  readonly id: string;
+  /** Any metadata given at registration. */
+  readonly [key: string]: JsonValue | undefined;
+}
+
+/** The keys of a record that metadata cannot override. */
+export const RESERVED_KEYS: ReadonlySet<string> = new Set([
+  "host",
+  "port",
+  "role",
+  "version",
+  "env",
+  "id",
+]);
+
+/** The kinds of change a registry reports. */
+export type RegistryEventType = "allocate" | "assume" | "free";
+
+/** A change to the set of visible registrations. */
+export interface RegistryEvent {
+  /** `allocate` (an allocated port became ready), `assume` or `free`. */
+  readonly type: RegistryEventType;
+  /** The registration concerned. */
+  readonly record: ServiceRecord;
+}
+
+/** A waiting get that a change satisfied. */
+export interface Wakeup<T> {
+  /** The token given to {@linkcode Registry.wait}. */
+  readonly token: T;
+  /** Every visible registration matching the waiter's pattern. */
+  readonly records: ServiceRecord[];
+}
+
+/** What a change did. */
+export interface ChangeResult<T> {
+  /** The registration made, when the change made one. */
+  readonly record?: ServiceRecord;
+  /** The events the change caused, in order. */
+  readonly events: RegistryEvent[];
+  /** The waiting gets it satisfied (they are removed from the registry). */
+  readonly woken: Wakeup<T>[];
+}
+
+/** A port range, inclusive at both ends. */
+export type PortRange = readonly [low: number, high: number];
+
+/**
+ * Port ranges by host; `*` is the default for hosts without their own entry.
+ */
+export type RangeOption = Readonly<Record<string, PortRange>>;
+
+/** The default port range, as the original seaport used. */
+export const DEFAULT_RANGE: PortRange = [10000, 20000];
+
+/** A role split into name and version. */
+export interface Role {
+  /** The name, e.g. `web`. */
+  readonly name: string;
+  /** The normalised semver version, `0.0.0` when none was given. */
+  readonly version: string;
+}
+
+/** A pattern split into name and semver range. */
+export interface Pattern {
+  /** The name to match exactly. */
+  readonly name: string;
+  /** The range the version must satisfy; `null` matches any version. */
+  readonly range: semver.Range | null;
+}
+
+// Printable, no "@", no control characters; at most 200 UTF-16 units.
+// deno-lint-ignore no-control-regex
+const NAME_RE = /^[^@\u0000-\u001f\u007f]{1,200}$/;
+
+function checkName(name: string, what: string, input: string): void {
+  if (!NAME_RE.test(name) || name.trim() !== name) {
+    throw new RegistryError(
+      what === "role" ? "INVALID_ROLE" : "INVALID_PATTERN",
+      `Invalid ${what} "${input}": the name must be 1-200 printable characters without "@" or surrounding spaces`,
+    );
+  }
+}
+
+/**
+ * Splits and validates a role `name@version` (version optional).
+ *
+ * @throws {RegistryError} `INVALID_ROLE` for a bad name or version.
+ */
+export function parseRole(role: string): Role {
+  const at = role.indexOf("@");
+  const name = at < 0 ? role : role.slice(0, at);
+  checkName(name, "role", role);
+  if (at < 0) return { name, version: "0.0.0" };
+  const raw = role.slice(at + 1);
+  const version = semver.valid(raw);
+  if (version === null) {
+    throw new RegistryError(
+      "INVALID_ROLE",
+      `Invalid role "${role}": "${raw}" is not a semver version such as 1.2.3`,
+    );
+  }
+  return { name, version };
+}
+
+const patternCache = new Map<string, Pattern>();
+const PATTERN_CACHE_MAX = 4096;
+
+/**
+ * Splits and validates a pattern `name` or `name@range`, with all of semver's
+ * range syntax (`1.2.x`, `^1.2`, `>=1.2`, `~1`, `1.2.3 || 2.x`). Parsed
+ * patterns are cached.
+ *
+ * @throws {RegistryError} `INVALID_PATTERN` for a bad name or range.
+ */
+export function parsePattern(pattern: string): Pattern {
+  const cached = patternCache.get(pattern);
+  if (cached !== undefined) return cached;
+  const at = pattern.indexOf("@");
+  const name = at < 0 ? pattern : pattern.slice(0, at);
+  checkName(name, "pattern", pattern);
+  let range: semver.Range | null = null;
+  if (at >= 0) {
+    const raw = pattern.slice(at + 1);
+    try {
+      range = new semver.Range(raw);
+    } catch (cause) {
+      throw new RegistryError(
+        "INVALID_PATTERN",
+        `Invalid pattern "${pattern}": "${raw}" is not a semver range`,
+        { cause },
+      );
+    }
+    if (range.range === "") range = null; // "*" or "" matches everything
+  }
+  const parsed = { name, range };
+  if (patternCache.size >= PATTERN_CACHE_MAX) patternCache.clear();
+  patternCache.set(pattern, parsed);
+  return parsed;
+}
+
+function matches(p: Pattern, version: string): boolean {
+  return p.range === null || p.range.test(version);
+}
+
+interface Entry<O> {
+  record: ServiceRecord;
+  owner: O;
+  key: string;
+  visible: boolean;
+}
+
+interface HostTable<O> {
+  readonly ports: Map<number, Entry<O>>;
+  readonly low: number;
+  readonly high: number;
+  cursor: number;
+  inRange: number;
+}
+
+interface Waiter<O, T> {
+  readonly owner: O;
+  readonly key: string;
+  readonly pattern: Pattern;
+  readonly env: string;
+  readonly token: T;
+}
+
+/** Options of a {@linkcode Registry}. */
+export interface RegistryOptions {
+  /** Port ranges by host, `*` for the rest. Default: 10000-20000 for all. */
+  range?: RangeOption;
+  /** Makes registration ids; default: a counter. */
+  newId?: () => string;
+}
+
+/** What a registration request carries. */
+export interface RegistrationInput {
+  /** The environment. */
+  env: string;
+  /** The role, `name@version`. */
+  role: string;
+  /** The host the service runs on. */
+  host: string;
+  /** Metadata; reserved keys are ignored. */
+  meta?: Meta | undefined;
+}
+
+function roleKey(env: string, name: string): string {
+  return env + "\u0000" + name;
+}
+
+/**
+ * Validates a port range option.
+ *
+ * @throws {RangeError} for a range outside 1-65535 or with low > high.
+ */
+export function checkRangeOption(range: RangeOption): void {
+  for (const [host, r] of Object.entries(range)) {
+    const [low, high] = r;
+    if (
+      !Number.isInteger(low) || !Number.isInteger(high) || low < 1 ||
+      high > 65535 || low > high
+    ) {
+      throw new RangeError(
+        `Invalid port range for "${host}": ${low}-${high} (need 1 <= low <= high <= 65535)`,
+      );
+    }
+  }
+}
+
+/**
+ * The registry state machine. `O` identifies an owner (a connection), `T` a
+ * waiting get. Every method is synchronous and does no I/O.
+ */
+export class Registry<O, T = unknown> {
+  #byId = new Map<string, Entry<O>>();
+  #byRole = new Map<string, Set<Entry<O>>>();
+  #byOwner = new Map<O, Set<Entry<O>>>();
+  #hosts = new Map<string, HostTable<O>>();
+  #waiters = new Map<string, Set<Waiter<O, T>>>();
+  #waitersByOwner = new Map<O, Map<T, Waiter<O, T>>>();
+  #range: RangeOption;
+  #newId: () => string;
+  #counter = 0;
+
+  constructor(options: RegistryOptions = {}) {
+    this.#range = options.range ?? { "*": DEFAULT_RANGE };
+    checkRangeOption(this.#range);
+    this.#newId = options.newId ?? (() => (++this.#counter).toString(36));
+  }
+
+  /** The number of registrations, visible or reserved. */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** The number of registrations (visible or reserved) an owner holds. */
+  countOf(owner: O): number {
+    return this.#byOwner.get(owner)?.size ?? 0;
+  }
+
+  /** The number of waiting gets an owner has. */
+  waitingOf(owner: O): number {
+    return this.#waitersByOwner.get(owner)?.size ?? 0;
+  }
+
+  #table(host: string): HostTable<O> {
+    let t = this.#hosts.get(host);
+    if (t === undefined) {
+      const [low, high] = this.#range[host] ?? this.#range["*"] ??
+        DEFAULT_RANGE;
+      t = { ports: new Map(), low, high, cursor: low, inRange: 0 };
+      this.#hosts.set(host, t);
+    }
+    return t;
+  }
+
+  #pickPort(
+    t: HostTable<O>,
+    host: string,
+    role: string,
+    exclude: ReadonlySet<number> | undefined,
+  ): number {
+    const size = t.high - t.low + 1;
+    if (t.inRange < size) {
+      let p = t.cursor;
+      for (let i = 0; i < size; i++) {
+        if (!t.ports.has(p) && !exclude?.has(p)) {
+          t.cursor = p === t.high ? t.low : p + 1;
+          return p;
+        }
+        p = p === t.high ? t.low : p + 1;
+      }
+    }
+    throw new RegistryError(
+      "RANGE_EXHAUSTED",
+      `Cannot allocate a port for "${role}": range ${t.low}-${t.high} on ${host} is exhausted`,
+    );
+  }
+
+  #insert(
+    owner: O,
+    input: RegistrationInput,
+    { name, version }: Role,
+    port: number,
+    t: HostTable<O>,
+  ): Entry<O> {
+    const record: { [key: string]: JsonValue } = {
+      host: input.host,
+      port,
+      role: name,
+      version,
+      env: input.env,
+      id: this.#newId(),
+    };
+    if (input.meta !== undefined) {
+      for (const k of Object.keys(input.meta)) {
+        if (!RESERVED_KEYS.has(k)) record[k] = input.meta[k] as JsonValue;
+      }
+    }
+    const entry: Entry<O> = {
+      record: record as unknown as ServiceRecord,
+      owner,
+      key: roleKey(input.env, name),
+      visible: false,
+    };
+    this.#byId.set(entry.record.id, entry);
+    t.ports.set(port, entry);
+    if (port >= t.low && port <= t.high) t.inRange++;
+    let mine = this.#byOwner.get(owner);
+    if (mine === undefined) this.#byOwner.set(owner, mine = new Set());
+    mine.add(entry);
+    return entry;
+  }
+
+  #show(entry: Entry<O>, type: RegistryEventType): ChangeResult<T> {
+    entry.visible = true;
+    let set = this.#byRole.get(entry.key);
+    if (set === undefined) this.#byRole.set(entry.key, set = new Set());
+    set.add(entry);
+    return {
+      record: entry.record,
+      events: [{ type, record: entry.record }],
+      woken: this.#wake(entry),
+    };
+  }
+
+  #wake(entry: Entry<O>): Wakeup<T>[] {
+    const waiters = this.#waiters.get(entry.key);
+    if (waiters === undefined) return [];
+    const woken: Wakeup<T>[] = [];
+    for (const w of waiters) {
+      if (!matches(w.pattern, entry.record.version)) continue;
+      this.#dropWaiter(w);
+      woken.push({
+        token: w.token,
+        records: this.#match(entry.record.env, w.pattern),
+      });
+    }
+    return woken;
+  }
+
+  #remove(entry: Entry<O>, events: RegistryEvent[]): void {
+    const { record } = entry;
+    this.#byId.delete(record.id);
+    const t = this.#hosts.get(record.host);
+    if (t !== undefined && t.ports.get(record.port) === entry) {
+      t.ports.delete(record.port);
+      if (record.port >= t.low && record.port <= t.high) t.inRange--;
+    }
+    const mine = this.#byOwner.get(entry.owner);
+    mine?.delete(entry);
+    if (mine?.size === 0) this.#byOwner.delete(entry.owner);
+    if (entry.visible) {
+      const set = this.#byRole.get(entry.key);
+      set?.delete(entry);
+      if (set?.size === 0) this.#byRole.delete(entry.key);
+      events.push({ type: "free", record });
+    }
+  }
+
+  /**
+   * Reserves a port for a role on a host. The reservation is invisible until
+   * {@linkcode Registry.ready}. With `port`, reserves that port (or fails with
+   * `PORT_TAKEN`); otherwise picks a free port from the host's range,
+   * skipping `exclude`.
+   *
+   * @throws {RegistryError} `INVALID_ROLE`, `RANGE_EXHAUSTED`, `PORT_TAKEN`.
+   */
+  allocate(
+    owner: O,
+    input: RegistrationInput,
+    options: { port?: number | undefined; exclude?: Iterable<number> } = {},
+  ): ServiceRecord {
+    const role = parseRole(input.role);
+    const t = this.#table(input.host);
+    let port = options.port;
+    if (port === undefined) {
+      const ex = options.exclude === undefined
+        ? undefined
+        : new Set(options.exclude);
+      port = this.#pickPort(t, input.host, input.role, ex);
+    } else if (t.ports.has(port)) {
+      throw new RegistryError(
+        "PORT_TAKEN",
+        `Cannot reserve port ${port} on ${input.host} for "${input.role}": it is held by another registration`,
+      );
+    }
+    return this.#insert(owner, input, role, port, t).record;
+  }
+
+  /**
+   * Makes a reserved registration visible; fires `allocate` and wakes the
+   * matching waiting gets.
+   *
+   * @throws {RegistryError} `NOT_FOUND` if the owner holds no such
+   * registration.
+   */
+  ready(owner: O, id: string): ChangeResult<T> {
+    const entry = this.#byId.get(id);
+    if (entry === undefined || entry.owner !== owner) {
+      throw new RegistryError(
+        "NOT_FOUND",
+        `Cannot mark "${id}" ready: no such registration on this connection`,
+      );
+    }
+    if (entry.visible) return { record: entry.record, events: [], woken: [] };
+    return this.#show(entry, "allocate");
+  }
+
+  /**
+   * Registers a role on a port the caller already listens on. Whatever held
+   * that port on that host is replaced (and freed).
+   *
+   * @throws {RegistryError} `INVALID_ROLE`.
+   */
+  assume(owner: O, input: RegistrationInput, port: number): ChangeResult<T> {
+    const role = parseRole(input.role);
+    const t = this.#table(input.host);
+    const events: RegistryEvent[] = [];
+    const old = t.ports.get(port);
+    if (old !== undefined) this.#remove(old, events);
+    const result = this.#show(
+      this.#insert(owner, input, role, port, t),
+      "assume",
+    );
+    events.push(...result.events);
+    return { record: result.record!, events, woken: result.woken };
+  }
+
+  /**
+   * Frees a registration the owner holds, by id or by port (on `host`).
+   *
+   * @throws {RegistryError} `NOT_FOUND` if the owner holds no such
+   * registration.
+   */
+  free(
+    owner: O,
+    target: { id: string } | { host: string; port: number },
+  ): ChangeResult<T> {
+    const entry = "id" in target
+      ? this.#byId.get(target.id)
+      : this.#hosts.get(target.host)?.ports.get(target.port);
+    if (entry === undefined || entry.owner !== owner) {
+      const what = "id" in target
+        ? `"${target.id}"`
+        : `port ${target.port} on ${target.host}`;
+      throw new RegistryError(
+        "NOT_FOUND",
+        `Cannot free ${what}: no such registration on this connection`,
+      );
+    }
+    const events: RegistryEvent[] = [];
+    this.#remove(entry, events);
+    return { record: entry.record, events, woken: [] };
+  }
+
+  /** Frees everything an owner holds and cancels its waiting gets. */
+  dropOwner(owner: O): ChangeResult<T> {
+    const events: RegistryEvent[] = [];
+    const mine = this.#byOwner.get(owner);
+    if (mine !== undefined) {
+      for (const entry of [...mine]) this.#remove(entry, events);
+    }
+    const waiting = this.#waitersByOwner.get(owner);
+    if (waiting !== undefined) {
+      for (const w of [...waiting.values()]) this.#dropWaiter(w);
+    }
+    return { events, woken: [] };
+  }
+
+  #match(env: string, p: Pattern): ServiceRecord[] {
+    const set = this.#byRole.get(roleKey(env, p.name));
+    const out: ServiceRecord[] = [];
+    if (set === undefined) return out;
+    for (const e of set) {
+      if (matches(p, e.record.version)) out.push(e.record);
+    }
+    return out;
+  }
+
+  /**
+   * The visible registrations in `env` matching `pattern`; without a pattern,
+   * every visible registration in `env` (or in all environments when `env` is
+   * `undefined`).
+   *
+   * @throws {RegistryError} `INVALID_PATTERN`.
+   */
+  query(env: string | undefined, pattern?: string): ServiceRecord[] {
+    if (pattern !== undefined && env !== undefined) {
+      return this.#match(env, parsePattern(pattern));
+    }
+    const p = pattern === undefined ? undefined : parsePattern(pattern);
+    const out: ServiceRecord[] = [];
+    for (const set of this.#byRole.values()) {
+      for (const e of set) {
+        const r = e.record;
+        if (env !== undefined && r.env !== env) continue;
+        if (p !== undefined && (r.role !== p.name || !matches(p, r.version))) {
+          continue;
+        }
+        out.push(r);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Answers at once if registrations match; otherwise records a waiting get
+   * under `token`, woken by a later change, and returns `undefined`.
+   *
+   * @throws {RegistryError} `INVALID_PATTERN`.
+   */
+  wait(
+    owner: O,
+    env: string,
+    pattern: string,
+    token: T,
+  ): ServiceRecord[] | undefined {
+    const p = parsePattern(pattern);
+    const now = this.#match(env, p);
+    if (now.length > 0) return now;
+    const key = roleKey(env, p.name);
+    const w: Waiter<O, T> = { owner, key, pattern: p, env, token };
+    let set = this.#waiters.get(key);
+    if (set === undefined) this.#waiters.set(key, set = new Set());
+    set.add(w);
+    let mine = this.#waitersByOwner.get(owner);
+    if (mine === undefined) this.#waitersByOwner.set(owner, mine = new Map());
+    mine.set(token, w);
+    return undefined;
+  }
+
+  /** Cancels a waiting get; returns whether it was still waiting. */
+  cancelWait(owner: O, token: T): boolean {
+    const w = this.#waitersByOwner.get(owner)?.get(token);
+    if (w === undefined) return false;
+    this.#dropWaiter(w);
+    return true;
+  }
+
+  #dropWaiter(w: Waiter<O, T>): void {
+    const set = this.#waiters.get(w.key);
+    set?.delete(w);
+    if (set?.size === 0) this.#waiters.delete(w.key);
+    const mine = this.#waitersByOwner.get(w.owner);
+    mine?.delete(w.token);
+    if (mine?.size === 0) this.#waitersByOwner.delete(w.owner);
+  }
+}

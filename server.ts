@@ -1,0 +1,577 @@
+/**
+ * The seaport server: accepts connections from the transport, speaks the wire
+ * protocol, and applies requests to the registry.
+ *
+ * @module
+ */
+import { Emitter } from "./_emitter.ts";
+import { importSecret, newNonce, verify } from "./_auth.ts";
+import { Outbox } from "./_outbox.ts";
+import {
+  AuthError,
+  errorToWire,
+  ProtocolError,
+  RegistryError,
+  SeaportError,
+} from "./errors.ts";
+import {
+  DEFAULT_MAX_LINE_BYTES,
+  encode,
+  isInvalid,
+  LINE_TOO_LONG,
+  LineSplitter,
+  parseRequest,
+  PROTOCOL_VERSION,
+  type Request,
+} from "./protocol.ts";
+import {
+  type ChangeResult,
+  type RangeOption,
+  Registry,
+  type RegistryEventType,
+  type ServiceRecord,
+} from "./registry.ts";
+import {
+  type Addr,
+  type Conn,
+  defaultTransport,
+  type Listener,
+  type Transport,
+} from "./transport.ts";
+
+/** Options of {@linkcode createServer}. Every limit has a sane default. */
+export interface ServerOptions {
+  /** A shared secret every client must prove it knows. */
+  secret?: string;
+  /**
+   * Port ranges by host, `*` for every other host.
+   * Default: `{ "*": [10000, 20000] }`.
+   */
+  range?: RangeOption;
+  /** The longest line accepted, in bytes. Default: 65536. */
+  maxLineBytes?: number;
+  /** Registrations one connection may hold. Default: 100000. */
+  maxRegistrationsPerConnection?: number;
+  /** Waiting gets one connection may have. Default: 10000. */
+  maxPendingGets?: number;
+  /** Connections open at once. Default: 10000. */
+  maxConnections?: number;
+  /** Milliseconds a connection has to say hello (and authenticate). Default: 10000. */
+  handshakeTimeout?: number;
+  /** Failed authentication attempts before a connection is closed. Default: 3. */
+  maxAuthFailures?: number;
+  /** Bytes that may wait unread by a client before it is dropped. Default: 64 MiB. */
+  maxBufferedBytes?: number;
+  /** The transport to listen with. Default: the runtime's own. */
+  transport?: Transport;
+}
+
+/** Listeners of {@linkcode Server} events. */
+export interface ServerEvents {
+  /** An allocated port became ready (visible). */
+  allocate: (record: ServiceRecord) => void;
+  /** A service assumed a port. */
+  assume: (record: ServiceRecord) => void;
+  /** A registration was freed. */
+  free: (record: ServiceRecord) => void;
+  /** A listener threw, or accepting connections failed. */
+  error: (err: unknown) => void;
+}
+
+/** A seaport server. Create one with {@linkcode createServer}. */
+export interface Server extends AsyncDisposable {
+  /**
+   * Starts listening.
+   *
+   * @param port The TCP port; 0 picks a free one. Default: 0.
+   * @param hostname The address to bind. Default: `::` (all addresses, IPv4
+   * and IPv6), or `0.0.0.0` where IPv6 is unavailable.
+   * @returns The bound address.
+   */
+  listen(port?: number, hostname?: string): Promise<Addr>;
+  /** The bound address, once listening. */
+  readonly addr: Addr | undefined;
+  /** Adds an event listener. */
+  on<K extends keyof ServerEvents>(event: K, fn: ServerEvents[K]): this;
+  /** Removes an event listener. */
+  off<K extends keyof ServerEvents>(event: K, fn: ServerEvents[K]): this;
+  /**
+   * The visible registrations matching `pattern` (all without one), in `env`
+   * (all environments without one). Synchronous.
+   *
+   * @throws {RegistryError} `INVALID_PATTERN` for a bad pattern.
+   */
+  query(pattern?: string, env?: string): ServiceRecord[];
+  /** The number of open connections. */
+  readonly connections: number;
+  /** Closes the listener, every connection and every timer. */
+  close(): Promise<void>;
+}
+
+interface GetToken {
+  readonly session: Session;
+  readonly id: number;
+}
+
+const enum State {
+  Hello,
+  Auth,
+  Ready,
+  Closed,
+}
+
+class Session {
+  state: State = State.Hello;
+  env = "";
+  nonce = "";
+  authFailures = 0;
+  subscribed = false;
+  gets = new Map<number, GetToken>();
+  backlog: string[] | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  host: string;
+  readonly outbox: Outbox;
+
+  constructor(readonly conn: Conn, maxBuffered: number) {
+    this.host = conn.remoteAddr.hostname;
+    this.outbox = new Outbox(conn, maxBuffered, () => this.conn.close());
+  }
+
+  reply(id: number | null, result: unknown): void {
+    this.outbox.send(encode({ id, result } as never));
+  }
+
+  fail(id: number | null, err: unknown): void {
+    this.outbox.send(encode({ id, error: errorToWire(err) }));
+  }
+}
+
+function positive(name: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < 1) {
+    throw new RangeError(
+      `Option "${name}" must be a positive integer, got ${v}`,
+    );
+  }
+  return v;
+}
+
+class SeaportServer implements Server {
+  #registry: Registry<Session, GetToken>;
+  #emitter: Emitter<ServerEvents>;
+  #transport: Transport;
+  #listener: Listener | undefined;
+  #sessions = new Set<Session>();
+  #loops = new Set<Promise<void>>();
+  #acceptLoop: Promise<void> | undefined;
+  #key: Promise<CryptoKey> | undefined;
+  #limits: {
+    line: number;
+    regs: number;
+    gets: number;
+    conns: number;
+    handshake: number;
+    auth: number;
+    buffered: number;
+  };
+  #closed = false;
+
+  constructor(opts: ServerOptions) {
+    if (opts.secret !== undefined && typeof opts.secret !== "string") {
+      throw new TypeError(`Option "secret" must be a string`);
+    }
+    this.#registry = new Registry({
+      ...(opts.range !== undefined ? { range: opts.range } : {}),
+      newId: idMaker(),
+    });
+    this.#emitter = new Emitter((err) => this.#emitter.emit("error", err));
+    this.#transport = opts.transport ?? defaultTransport();
+    this.#key = opts.secret === undefined
+      ? undefined
+      : importSecret(opts.secret);
+    this.#limits = {
+      line: positive("maxLineBytes", opts.maxLineBytes, DEFAULT_MAX_LINE_BYTES),
+      regs: positive(
+        "maxRegistrationsPerConnection",
+        opts.maxRegistrationsPerConnection,
+        100_000,
+      ),
+      gets: positive("maxPendingGets", opts.maxPendingGets, 10_000),
+      conns: positive("maxConnections", opts.maxConnections, 10_000),
+      handshake: positive("handshakeTimeout", opts.handshakeTimeout, 10_000),
+      auth: positive("maxAuthFailures", opts.maxAuthFailures, 3),
+      buffered: positive("maxBufferedBytes", opts.maxBufferedBytes, 64 << 20),
+    };
+  }
+
+  get addr(): Addr | undefined {
+    return this.#listener?.addr;
+  }
+
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  async listen(port = 0, hostname?: string): Promise<Addr> {
+    if (this.#listener !== undefined) {
+      throw new Error("The server is already listening");
+    }
+    if (this.#closed) throw new Error("The server is closed");
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new RangeError(
+        `Invalid port ${port}: need an integer from 0 to 65535`,
+      );
+    }
+    if (hostname !== undefined) {
+      this.#listener = await this.#transport.listen({ hostname, port });
+    } else {
+      try {
+        this.#listener = await this.#transport.listen({ hostname: "::", port });
+      } catch {
+        this.#listener = await this.#transport.listen({
+          hostname: "0.0.0.0",
+          port,
+        });
+      }
+    }
+    this.#acceptLoop = this.#accept(this.#listener);
+    return this.#listener.addr;
+  }
+
+  on<K extends keyof ServerEvents>(event: K, fn: ServerEvents[K]): this {
+    this.#emitter.on(event, fn);
+    return this;
+  }
+
+  off<K extends keyof ServerEvents>(event: K, fn: ServerEvents[K]): this {
+    this.#emitter.off(event, fn);
+    return this;
+  }
+
+  query(pattern?: string, env?: string): ServiceRecord[] {
+    return this.#registry.query(env, pattern);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listener?.close();
+    for (const s of this.#sessions) s.conn.close();
+    await this.#acceptLoop;
+    await Promise.all(this.#loops);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #accept(listener: Listener): Promise<void> {
+    try {
+      for await (const conn of listener) {
+        if (this.#closed) {
+          conn.close();
+          continue;
+        }
+        const loop = this.#serve(conn);
+        this.#loops.add(loop);
+        loop.finally(() => this.#loops.delete(loop));
+      }
+    } catch (err) {
+      if (!this.#closed) this.#emitter.emit("error", err);
+    }
+  }
+
+  async #serve(conn: Conn): Promise<void> {
+    const s = new Session(conn, this.#limits.buffered);
+    if (this.#sessions.size >= this.#limits.conns) {
+      s.fail(
+        null,
+        new RegistryError(
+          "LIMIT",
+          `Too many connections: the server accepts at most ${this.#limits.conns}`,
+        ),
+      );
+      await s.outbox.drained();
+      conn.close();
+      return;
+    }
+    this.#sessions.add(s);
+    s.timer = setTimeout(() => {
+      s.fail(null, new ProtocolError("PROTOCOL", "Handshake timed out"));
+      s.outbox.drained().then(() => conn.close());
+    }, this.#limits.handshake);
+    const splitter = new LineSplitter(this.#limits.line);
+    const onLine = (line: string | typeof LINE_TOO_LONG) => this.#line(s, line);
+    const reader = conn.readable.getReader();
+    try {
+      while (s.state !== State.Closed) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        splitter.push(value, onLine);
+      }
+    } catch {
+      // a reset connection ends like a closed one
+    } finally {
+      this.#drop(s);
+    }
+  }
+
+  #drop(s: Session): void {
+    if (s.state === State.Closed && !this.#sessions.has(s)) return;
+    s.state = State.Closed;
+    clearTimeout(s.timer);
+    this.#sessions.delete(s);
+    s.conn.close();
+    this.#apply(this.#registry.dropOwner(s));
+  }
+
+  #apply(change: ChangeResult<GetToken>): void {
+    for (const ev of change.events) this.#publish(ev.type, ev.record);
+    for (const w of change.woken) {
+      const { session, id } = w.token;
+      session.gets.delete(id);
+      session.reply(id, w.records);
+    }
+  }
+
+  #publish(type: RegistryEventType, record: ServiceRecord): void {
+    let line: string | undefined;
+    for (const s of this.#sessions) {
+      if (!s.subscribed) continue;
+      line ??= encode({ ev: type, record });
+      s.outbox.send(line);
+    }
+    this.#emitter.emit(type, record);
+  }
+
+  #line(s: Session, line: string | typeof LINE_TOO_LONG): void {
+    if (s.state === State.Closed) return;
+    if (s.backlog !== undefined) {
+      if (line !== LINE_TOO_LONG) s.backlog.push(line);
+      return;
+    }
+    if (line === LINE_TOO_LONG) {
+      s.fail(
+        null,
+        new ProtocolError(
+          "LINE_TOO_LONG",
+          `Line longer than ${this.#limits.line} bytes was dropped`,
+        ),
+      );
+      return;
+    }
+    const req = parseRequest(line);
+    if (isInvalid(req)) {
+      s.outbox.send(encode(req));
+      return;
+    }
+    try {
+      this.#handle(s, req);
+    } catch (err) {
+      if (!(err instanceof SeaportError)) {
+        this.#emitter.emit("error", err);
+      }
+      s.fail(req.id, err);
+    }
+  }
+
+  #handle(s: Session, req: Request): void {
+    if (s.state === State.Hello) {
+      if (req.op !== "hello") {
+        throw new ProtocolError(
+          "PROTOCOL",
+          `"${req.op}" before the handshake: send "hello" first`,
+        );
+      }
+      if (req.v !== PROTOCOL_VERSION) {
+        throw new ProtocolError(
+          "PROTOCOL",
+          `Unsupported protocol version ${req.v}: this server speaks ${PROTOCOL_VERSION}`,
+        );
+      }
+      s.env = req.env ?? "";
+      if (req.advertise !== undefined) s.host = req.advertise;
+      if (this.#key === undefined) {
+        this.#ready(s);
+        s.reply(req.id, { v: PROTOCOL_VERSION, host: s.host, auth: null });
+      } else {
+        s.state = State.Auth;
+        s.nonce = newNonce();
+        s.reply(req.id, {
+          v: PROTOCOL_VERSION,
+          host: s.host,
+          auth: { alg: "HMAC-SHA-256", nonce: s.nonce },
+        });
+      }
+      return;
+    }
+    if (s.state === State.Auth) {
+      if (req.op !== "auth") {
+        throw new ProtocolError(
+          "PROTOCOL",
+          `"${req.op}" before authentication: send "auth" first`,
+        );
+      }
+      this.#authenticate(s, req.id, req.mac);
+      return;
+    }
+    const reg = this.#registry;
+    switch (req.op) {
+      case "hello":
+      case "auth":
+        throw new ProtocolError("PROTOCOL", `"${req.op}" was already done`);
+      case "allocate": {
+        this.#checkRegs(s);
+        const input = {
+          env: s.env,
+          role: req.role,
+          host: s.host,
+          meta: req.meta,
+        };
+        const record = reg.allocate(s, input, {
+          port: req.port,
+          ...(req.exclude !== undefined ? { exclude: req.exclude } : {}),
+        });
+        s.reply(req.id, record);
+        return;
+      }
+      case "ready": {
+        const change = reg.ready(s, req.rid);
+        s.reply(req.id, change.record);
+        this.#apply(change);
+        return;
+      }
+      case "assume": {
+        this.#checkRegs(s);
+        const input = {
+          env: s.env,
+          role: req.role,
+          host: s.host,
+          meta: req.meta,
+        };
+        const change = reg.assume(s, input, req.port);
+        s.reply(req.id, change.record);
+        this.#apply(change);
+        return;
+      }
+      case "free": {
+        const change = req.rid !== undefined
+          ? reg.free(s, { id: req.rid })
+          : reg.free(s, { host: s.host, port: req.port! });
+        s.reply(req.id, change.record);
+        this.#apply(change);
+        return;
+      }
+      case "query": {
+        const env = req.all === true ? undefined : (req.env ?? s.env);
+        s.reply(req.id, reg.query(env, req.pattern));
+        return;
+      }
+      case "get": {
+        if (s.gets.has(req.id)) {
+          throw new ProtocolError(
+            "BAD_REQUEST",
+            `A get with id ${req.id} is already waiting`,
+          );
+        }
+        if (s.gets.size >= this.#limits.gets) {
+          throw new RegistryError(
+            "LIMIT",
+            `Too many waiting gets: at most ${this.#limits.gets} per connection`,
+          );
+        }
+        const token: GetToken = { session: s, id: req.id };
+        const now = reg.wait(s, req.env ?? s.env, req.pattern, token);
+        if (now !== undefined) s.reply(req.id, now);
+        else s.gets.set(req.id, token);
+        return;
+      }
+      case "cancel": {
+        const token = s.gets.get(req.target);
+        s.gets.delete(req.target);
+        const cancelled = token !== undefined && reg.cancelWait(s, token);
+        s.reply(req.id, { cancelled });
+        return;
+      }
+      case "subscribe":
+      case "unsubscribe":
+        s.subscribed = req.op === "subscribe";
+        s.reply(req.id, {});
+        return;
+      case "ping":
+        s.reply(req.id, {});
+        return;
+    }
+  }
+
+  #checkRegs(s: Session): void {
+    if (this.#registry.countOf(s) >= this.#limits.regs) {
+      throw new RegistryError(
+        "LIMIT",
+        `Too many registrations: at most ${this.#limits.regs} per connection`,
+      );
+    }
+  }
+
+  #ready(s: Session): void {
+    s.state = State.Ready;
+    clearTimeout(s.timer);
+    s.timer = undefined;
+  }
+
+  #authenticate(s: Session, id: number, mac: string): void {
+    s.backlog = [];
+    const key = this.#key!;
+    key.then((k) => verify(k, s.nonce, mac)).then((ok) => {
+      if (s.state === State.Closed) return;
+      if (ok) {
+        this.#ready(s);
+        s.reply(id, {});
+      } else {
+        s.authFailures++;
+        s.fail(
+          id,
+          new AuthError("Authentication failed: wrong secret"),
+        );
+        if (s.authFailures >= this.#limits.auth) {
+          s.state = State.Closed;
+          s.outbox.drained().then(() => this.#drop(s));
+          return;
+        }
+      }
+      const backlog = s.backlog ?? [];
+      s.backlog = undefined;
+      for (const line of backlog) this.#line(s, line);
+    }, (err) => {
+      this.#emitter.emit("error", err);
+      this.#drop(s);
+    });
+  }
+}
+
+function idMaker(): () => string {
+  const prefix = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
+  let n = 0;
+  return () => `${prefix}-${(++n).toString(36)}`;
+}
+
+/**
+ * Creates a seaport server. Call `listen()` to start serving.
+ *
+ * @param options Secret, port ranges, limits and transport.
+ * @returns The server, not yet listening.
+ * @throws {RangeError} for an invalid limit or port range.
+ *
+ * @example Serving on a free port
+ * ```ts
+ * import { createServer } from "./mod.ts";
+ * const server = createServer({ range: { "*": [20000, 20100] } });
+ * server.on("allocate", (r) => console.log("allocated", r.role, r.port));
+ * const { port } = await server.listen(0, "127.0.0.1");
+ * console.log(`seaport listening on :${port}`);
+ * await server.close();
+ * ```
+ */
+export function createServer(options: ServerOptions = {}): Server {
+  return new SeaportServer(options);
+}

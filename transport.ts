@@ -1,0 +1,313 @@
+/**
+ * The runtime seam: TCP listeners and connections as one small interface with
+ * Web Streams, backed by `Deno.listen`/`Deno.connect` on Deno and `node:net`
+ * elsewhere. This is the only module that knows which runtime it runs on; Node
+ * modules are loaded lazily and only off Deno. Errors are normalised here: a
+ * refused connection is the same {@linkcode ConnectionError} on every runtime,
+ * with the original error as `cause`.
+ *
+ * @module
+ */
+import type * as NodeNet from "node:net";
+import { ConnectionError } from "./errors.ts";
+
+/** A network address. */
+export interface Addr {
+  /** The host name or IP address (IPv4-mapped IPv6 addresses normalised). */
+  readonly hostname: string;
+  /** The TCP port. */
+  readonly port: number;
+}
+
+/** One TCP connection. */
+export interface Conn {
+  /** This end's address. */
+  readonly localAddr: Addr;
+  /** The peer's address. */
+  readonly remoteAddr: Addr;
+  /** The bytes the peer sends; closes when the peer ends the connection. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Writes bytes; callers keep one write in flight at a time. */
+  write(data: Uint8Array): Promise<void>;
+  /** Closes the connection at once; safe to call more than once. */
+  close(): void;
+}
+
+/** A TCP listener: an async iterable of accepted connections. */
+export interface Listener extends AsyncIterable<Conn> {
+  /** The bound address (the real port when port 0 was asked for). */
+  readonly addr: Addr;
+  /** Stops listening; the iteration ends. Safe to call more than once. */
+  close(): void;
+}
+
+/** Where to listen or connect. */
+export interface Endpoint {
+  /** Host name or address. */
+  hostname: string;
+  /** Port; 0 to listen on a free one. */
+  port: number;
+}
+
+/** Opens listeners and connections for one runtime. */
+export interface Transport {
+  /** `deno` or `node`, for messages and tests. */
+  readonly name: string;
+  /** Listens on a TCP endpoint. */
+  listen(endpoint: Endpoint): Promise<Listener>;
+  /**
+   * Connects to a TCP endpoint, with Nagle's algorithm off.
+   *
+   * @throws {ConnectionError} when the connection cannot be made.
+   */
+  connect(endpoint: Endpoint): Promise<Conn>;
+}
+
+/** Removes the IPv4-mapped IPv6 prefix: `::ffff:127.0.0.1` → `127.0.0.1`. */
+export function normalizeHost(host: string): string {
+  return host.startsWith("::ffff:") && host.includes(".")
+    ? host.slice(7)
+    : host;
+}
+
+function connectError(ep: Endpoint, cause: unknown): ConnectionError {
+  const why = cause instanceof Error ? cause.message : String(cause);
+  return new ConnectionError(
+    `Cannot connect to ${formatEndpoint(ep)}: ${why}`,
+    { cause },
+  );
+}
+
+/** Formats an endpoint as `host:port`, bracketing IPv6 addresses. */
+export function formatEndpoint(ep: Endpoint): string {
+  return ep.hostname.includes(":")
+    ? `[${ep.hostname}]:${ep.port}`
+    : `${ep.hostname}:${ep.port}`;
+}
+
+// The part of the Deno namespace used here, typed locally so that the module
+// also type-checks where Deno's types are absent (the npm build).
+interface DenoNetAddr {
+  transport: string;
+  hostname: string;
+  port: number;
+}
+interface DenoConn {
+  readonly localAddr: DenoNetAddr;
+  readonly remoteAddr: DenoNetAddr;
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  setNoDelay(noDelay?: boolean): void;
+  close(): void;
+}
+interface DenoListener extends AsyncIterable<DenoConn> {
+  readonly addr: DenoNetAddr;
+  close(): void;
+}
+interface DenoNet {
+  listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  connect(o: { hostname: string; port: number; transport: "tcp" }): Promise<
+    DenoConn
+  >;
+}
+
+/** The Deno namespace when running on Deno, else `undefined`. */
+export function denoNamespace(): DenoNet | undefined {
+  return (globalThis as { Deno?: DenoNet }).Deno;
+}
+
+function addrOf(a: DenoNetAddr): Addr {
+  return { hostname: normalizeHost(a.hostname), port: a.port };
+}
+
+function wrapDenoConn(c: DenoConn): Conn {
+  try {
+    c.setNoDelay(true);
+  } catch { /* closed already */ }
+  const writer = c.writable.getWriter();
+  writer.closed.catch(() => {});
+  let closed = false;
+  return {
+    localAddr: addrOf(c.localAddr),
+    remoteAddr: addrOf(c.remoteAddr),
+    readable: c.readable,
+    write: (data) => writer.write(data),
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        c.close();
+      } catch { /* already closed */ }
+    },
+  };
+}
+
+/** A transport over `Deno.listen` and `Deno.connect`. */
+export function denoTransport(
+  deno: DenoNet | undefined = denoNamespace(),
+): Transport {
+  if (deno === undefined) throw new TypeError("Deno is not available here");
+  return {
+    name: "deno",
+    listen(ep) {
+      const l = deno.listen({ ...ep, transport: "tcp" });
+      let closed = false;
+      return Promise.resolve({
+        addr: addrOf(l.addr),
+        close() {
+          if (closed) return;
+          closed = true;
+          try {
+            l.close();
+          } catch { /* already closed */ }
+        },
+        async *[Symbol.asyncIterator]() {
+          try {
+            for await (const c of l) yield wrapDenoConn(c);
+          } catch (err) {
+            if (!closed) throw err;
+          }
+        },
+      });
+    },
+    async connect(ep) {
+      try {
+        return wrapDenoConn(await deno.connect({ ...ep, transport: "tcp" }));
+      } catch (err) {
+        throw connectError(ep, err);
+      }
+    },
+  };
+}
+
+let nodeNet: Promise<typeof NodeNet> | undefined;
+function loadNodeNet(): Promise<typeof NodeNet> {
+  return nodeNet ??= import("node:net");
+}
+
+function wrapNodeSocket(s: NodeNet.Socket): Conn {
+  s.setNoDelay(true);
+  let done = false;
+  const readable = new ReadableStream<Uint8Array>({
+    start(controller) {
+      s.on("data", (d: Uint8Array) => {
+        if (done) return;
+        controller.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.length));
+        if ((controller.desiredSize ?? 1) <= 0) s.pause();
+      });
+      s.on("end", () => {
+        if (done) return;
+        done = true;
+        controller.close();
+      });
+      s.on("close", () => {
+        if (done) return;
+        done = true;
+        controller.close();
+      });
+      s.on("error", (err) => {
+        if (done) return;
+        done = true;
+        controller.error(err);
+      });
+    },
+    pull() {
+      s.resume();
+    },
+    cancel() {
+      done = true;
+      s.destroy();
+    },
+  }, { highWaterMark: 16 });
+  return {
+    localAddr: {
+      hostname: normalizeHost(s.localAddress ?? ""),
+      port: s.localPort ?? 0,
+    },
+    remoteAddr: {
+      hostname: normalizeHost(s.remoteAddress ?? ""),
+      port: s.remotePort ?? 0,
+    },
+    readable,
+    write(data) {
+      return new Promise((resolve, reject) => {
+        if (s.destroyed) {
+          reject(new ConnectionError("The connection is closed"));
+          return;
+        }
+        s.write(data, (err) => err ? reject(err) : resolve());
+      });
+    },
+    close() {
+      s.destroy();
+    },
+  };
+}
+
+/** A transport over `node:net`, loaded on first use. */
+export function nodeTransport(): Transport {
+  return {
+    name: "node",
+    async listen(ep) {
+      const net = await loadNodeNet();
+      const server = net.createServer({ noDelay: true });
+      const queue: Conn[] = [];
+      let wake: (() => void) | undefined;
+      let closed = false;
+      server.on("connection", (s) => {
+        s.on("error", () => {}); // reported through the readable
+        queue.push(wrapNodeSocket(s));
+        wake?.();
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ port: ep.port, host: ep.hostname }, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      const a = server.address() as NodeNet.AddressInfo;
+      return {
+        addr: { hostname: normalizeHost(a.address), port: a.port },
+        close() {
+          if (closed) return;
+          closed = true;
+          server.close();
+          wake?.();
+        },
+        async *[Symbol.asyncIterator]() {
+          while (true) {
+            const c = queue.shift();
+            if (c !== undefined) {
+              yield c;
+              continue;
+            }
+            if (closed) return;
+            await new Promise<void>((r) => wake = r);
+            wake = undefined;
+          }
+        },
+      };
+    },
+    async connect(ep) {
+      const net = await loadNodeNet();
+      return await new Promise<Conn>((resolve, reject) => {
+        const s = net.connect({ port: ep.port, host: ep.hostname });
+        s.once("error", (err) => reject(connectError(ep, err)));
+        s.once("connect", () => {
+          s.removeAllListeners("error");
+          s.on("error", () => {}); // reported through the readable
+          resolve(wrapNodeSocket(s));
+        });
+      });
+    },
+  };
+}
+
+/**
+ * The transport for the runtime this runs on: Deno's own on Deno, `node:net`
+ * elsewhere (Node, Bun).
+ */
+export function defaultTransport(): Transport {
+  return denoNamespace() !== undefined ? denoTransport() : nodeTransport();
+}
