@@ -321,6 +321,7 @@ class Client implements Ports {
     });
     try {
       const conn = await Promise.race([attempt, timeout]);
+      if (this.#closed()) return conn; // the caller closes it
       this.#epoch++;
       this.#conn = conn;
       this.#outbox = new Outbox(conn, 64 << 20, () => conn.close());

@@ -1,0 +1,113 @@
+/**
+ * Test helpers shared by every suite: transports to run each suite with,
+ * disposable servers and clients, and waits that always time out.
+ *
+ * @module
+ */
+import { connect, createServer } from "../mod.ts";
+import type { ConnectOptions, Ports, Server, ServerOptions } from "../mod.ts";
+import {
+  denoNamespace,
+  denoTransport,
+  nodeTransport,
+  type Transport,
+} from "../transport.ts";
+
+/** The runtime the tests run on. */
+export const runtime: "deno" | "node" = denoNamespace() ? "deno" : "node";
+
+/** Every transport available here: Deno's own and node:net on Deno. */
+export function transports(): Transport[] {
+  return runtime === "deno"
+    ? [denoTransport(), nodeTransport()]
+    : [nodeTransport()];
+}
+
+/** Rejects with a clear message when `promise` takes longer than `ms`. */
+export function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Waits until `check()` returns something other than `undefined`/`false`,
+ * checking after every macrotask turn (for state that has no event), and
+ * fails after `ms`.
+ */
+export async function until<T>(
+  check: () => T | undefined | false,
+  what: string,
+  ms = 5000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  while (true) {
+    const v = check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Resolves with the arguments of the next `event` emitted by `target`. */
+export function next<A extends unknown[]>(
+  target: {
+    on(event: string, fn: (...args: A) => void): unknown;
+    off(event: string, fn: (...args: A) => void): unknown;
+  },
+  event: string,
+  ms = 5000,
+): Promise<A> {
+  let fn: (...args: A) => void = () => {};
+  const p = new Promise<A>((resolve) => {
+    fn = (...args: A) => {
+      target.off(event, fn);
+      resolve(args);
+    };
+    target.on(event, fn);
+  });
+  return within(p, ms, `event "${event}"`).finally(() => target.off(event, fn));
+}
+
+/** A listening server that closes itself on dispose. */
+export interface TestServer extends AsyncDisposable {
+  readonly server: Server;
+  readonly port: number;
+  /** Connects a client to this server (closed with the server). */
+  client(options?: ConnectOptions): Ports;
+}
+
+/** Starts a server on 127.0.0.1 and a free port. */
+export async function serve(
+  transport: Transport,
+  options: ServerOptions = {},
+  port = 0,
+): Promise<TestServer> {
+  const server = createServer({ ...options, transport });
+  const addr = await server.listen(port, "127.0.0.1");
+  const clients: Ports[] = [];
+  return {
+    server,
+    port: addr.port,
+    client(opts = {}) {
+      const c = connect("127.0.0.1", addr.port, { transport, ...opts });
+      clients.push(c);
+      return c;
+    },
+    async [Symbol.asyncDispose]() {
+      await Promise.all(clients.map((c) => c.close()));
+      await server.close();
+    },
+  };
+}

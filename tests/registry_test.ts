@@ -1,0 +1,251 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { RegistryError } from "../errors.ts";
+import { parsePattern, parseRole, Registry } from "../registry.ts";
+
+const input = (role: string, host = "10.0.0.1", env = "") => ({
+  env,
+  role,
+  host,
+});
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof RegistryError, `not a RegistryError: ${err}`);
+    return err.code;
+  }
+  return undefined;
+}
+
+test("parseRole splits name and version, defaulting to 0.0.0", () => {
+  assert.deepEqual(parseRole("web@1.2.3"), { name: "web", version: "1.2.3" });
+  assert.deepEqual(parseRole("http server"), {
+    name: "http server",
+    version: "0.0.0",
+  });
+  assert.deepEqual(parseRole("db@v2.0.0-rc.1"), {
+    name: "db",
+    version: "2.0.0-rc.1",
+  });
+});
+
+test("parseRole rejects bad names and versions with INVALID_ROLE", () => {
+  for (
+    const bad of ["", "@1.2.3", "web@", "web@1.2", "web@x", " web", "a\nb"]
+  ) {
+    assert.equal(codeOf(() => parseRole(bad)), "INVALID_ROLE", bad);
+  }
+  assert.throws(() => parseRole("web@banana"), /"banana" is not a semver/);
+});
+
+test("parsePattern accepts all of semver's range syntax", () => {
+  for (
+    const ok of [
+      "web",
+      "web@1.2.x",
+      "web@^1.2",
+      "web@>=1.2",
+      "web@~1",
+      "web@1.2.3 || 2.x",
+      "web@*",
+    ]
+  ) {
+    assert.equal(parsePattern(ok).name, "web", ok);
+  }
+  assert.equal(parsePattern("web@*").range, null);
+});
+
+test("parsePattern rejects an invalid range with INVALID_PATTERN", () => {
+  assert.equal(codeOf(() => parsePattern("web@>=banana")), "INVALID_PATTERN");
+  assert.equal(codeOf(() => parsePattern("@1.x")), "INVALID_PATTERN");
+});
+
+test("the seed's version example matches as semver says", () => {
+  const r = new Registry<string>();
+  for (const role of ["beep@1.2.3", "beep@1.3.5", "beep@0.9.2"]) {
+    r.assume("o", input(role), r.size + 7000);
+  }
+  const versions = (p: string) => r.query("", p).map((x) => x.version).sort();
+  assert.deepEqual(versions("beep"), ["0.9.2", "1.2.3", "1.3.5"]);
+  assert.deepEqual(versions("beep@1.2.x"), ["1.2.3"]);
+  assert.deepEqual(versions("beep@>=1.2"), ["1.2.3", "1.3.5"]);
+  assert.deepEqual(versions("boop"), []);
+});
+
+test("allocate hands out ports from the range in order", () => {
+  const r = new Registry<string>({ range: { "*": [5000, 5002] } });
+  const ports = [1, 2, 3].map(
+    () => r.allocate("o", input("web@1.0.0")).port,
+  );
+  assert.deepEqual(ports, [5000, 5001, 5002]);
+});
+
+test("an allocation is invisible until ready, which fires allocate", () => {
+  const r = new Registry<string>();
+  const rec = r.allocate("o", input("web@1.0.0"));
+  assert.deepEqual(r.query("", "web"), []);
+  const change = r.ready("o", rec.id);
+  assert.deepEqual(change.events, [{ type: "allocate", record: rec }]);
+  assert.deepEqual(r.query("", "web"), [rec]);
+  assert.deepEqual(r.ready("o", rec.id).events, [], "ready twice is a no-op");
+});
+
+test("a port is never given to two registrations on one host", () => {
+  const r = new Registry<string>({ range: { "*": [6000, 6499] } });
+  const seen = new Set<number>();
+  for (let i = 0; i < 500; i++) {
+    const owner = i % 2 === 0 ? "a" : "b";
+    const rec = r.allocate(owner, input(`svc${i % 7}@1.0.${i}`));
+    assert.ok(!seen.has(rec.port), `port ${rec.port} given twice`);
+    seen.add(rec.port);
+  }
+  assert.equal(seen.size, 500);
+  // another host has its own table
+  assert.equal(r.allocate("a", input("web", "10.0.0.2")).port, 6000);
+});
+
+test("ranges are configured per host with * as the default", () => {
+  const r = new Registry<string>({
+    range: { "*": [10000, 20000], "10.0.0.5": [30000, 30100] },
+  });
+  assert.equal(r.allocate("o", input("web", "10.0.0.5")).port, 30000);
+  assert.equal(r.allocate("o", input("web", "10.0.0.6")).port, 10000);
+});
+
+test("an exhausted range rejects with RANGE_EXHAUSTED, and frees recover", () => {
+  const r = new Registry<string>({ range: { "*": [7000, 7001] } });
+  const a = r.allocate("o", input("web"));
+  r.allocate("o", input("web"));
+  assert.throws(
+    () => r.allocate("o", input("web@1.2.3")),
+    (err: unknown) =>
+      err instanceof RegistryError && err.code === "RANGE_EXHAUSTED" &&
+      err.message ===
+        'Cannot allocate a port for "web@1.2.3": range 7000-7001 on 10.0.0.1 is exhausted',
+  );
+  r.free("o", { id: a.id });
+  assert.equal(r.allocate("o", input("web")).port, a.port);
+});
+
+test("allocate skips excluded ports and reports exhaustion when all are", () => {
+  const r = new Registry<string>({ range: { "*": [7000, 7002] } });
+  assert.equal(
+    r.allocate("o", input("web"), { exclude: [7000, 7001] }).port,
+    7002,
+  );
+  assert.equal(
+    codeOf(() => r.allocate("o", input("web"), { exclude: [7000, 7001] })),
+    "RANGE_EXHAUSTED",
+  );
+});
+
+test("allocate of a specific port fails with PORT_TAKEN when held", () => {
+  const r = new Registry<string>();
+  r.assume("a", input("web"), 8080);
+  assert.equal(
+    codeOf(() => r.allocate("b", input("web"), { port: 8080 })),
+    "PORT_TAKEN",
+  );
+  assert.equal(r.allocate("b", input("web"), { port: 8081 }).port, 8081);
+});
+
+test("assume replaces the holder of the port, firing free then assume", () => {
+  const r = new Registry<string>();
+  const old = r.assume("a", input("web@1.0.0"), 9000).record!;
+  const change = r.assume("b", input("web@2.0.0"), 9000);
+  assert.deepEqual(change.events.map((e) => e.type), ["free", "assume"]);
+  assert.equal(change.events[0]!.record, old);
+  assert.deepEqual(r.query("", "web").map((x) => x.version), ["2.0.0"]);
+  assert.equal(r.countOf("a"), 0);
+});
+
+test("free by id or by port only touches the owner's registrations", () => {
+  const r = new Registry<string>();
+  const a = r.assume("a", input("web"), 9000).record!;
+  r.assume("a", input("db"), 9001);
+  assert.equal(codeOf(() => r.free("b", { id: a.id })), "NOT_FOUND");
+  assert.deepEqual(r.free("a", { id: a.id }).events, [
+    { type: "free", record: a },
+  ]);
+  assert.equal(
+    r.free("a", { host: "10.0.0.1", port: 9001 }).events[0]!.record.role,
+    "db",
+  );
+  assert.equal(r.size, 0);
+  assert.equal(codeOf(() => r.free("a", { id: a.id })), "NOT_FOUND");
+});
+
+test("dropOwner frees everything the owner holds and only that", () => {
+  const r = new Registry<string>();
+  r.assume("a", input("web"), 9000);
+  r.assume("a", input("db"), 9001);
+  const reserved = r.allocate("a", input("cache"));
+  r.assume("b", input("web"), 9002);
+  const change = r.dropOwner("a");
+  assert.deepEqual(change.events.map((e) => e.record.port).sort(), [
+    9000,
+    9001,
+  ]);
+  assert.equal(r.size, 1);
+  assert.equal(codeOf(() => r.ready("a", reserved.id)), "NOT_FOUND");
+});
+
+test("wait answers at once when something matches", () => {
+  const r = new Registry<string, number>();
+  const rec = r.assume("a", input("web@1.2.3"), 9000).record!;
+  assert.deepEqual(r.wait("b", "", "web@1.x", 1), [rec]);
+  assert.equal(r.waitingOf("b"), 0);
+});
+
+test("a waiting get is woken by the first matching registration only", () => {
+  const r = new Registry<string, number>();
+  assert.equal(r.wait("w", "", "web@1.2.x", 1), undefined);
+  assert.equal(r.wait("w", "", "web@2", 2), undefined);
+  assert.deepEqual(r.assume("a", input("web@1.3.0"), 9000).woken, []);
+  const rec = r.allocate("a", input("web@1.2.9"));
+  const change = r.ready("a", rec.id);
+  assert.deepEqual(change.woken, [{ token: 1, records: [rec] }]);
+  assert.equal(r.waitingOf("w"), 1);
+  assert.equal(r.cancelWait("w", 2), true);
+  assert.equal(r.cancelWait("w", 2), false);
+  assert.equal(r.waitingOf("w"), 0);
+});
+
+test("environments partition registrations and waiting gets", () => {
+  const r = new Registry<string, number>();
+  assert.equal(r.wait("w", "prod", "web", 1), undefined);
+  const change = r.assume("a", input("web", "h", "staging"), 9000);
+  assert.deepEqual(change.woken, []);
+  assert.equal(r.query("prod", "web").length, 0);
+  assert.equal(r.query("staging", "web").length, 1);
+  assert.equal(r.query(undefined, "web").length, 1, "all environments");
+  assert.equal(r.assume("a", input("web", "h", "prod"), 9001).woken.length, 1);
+});
+
+test("metadata rides along but cannot override reserved keys", () => {
+  const r = new Registry<string>();
+  const rec = r.assume("a", {
+    ...input("web@1.0.0"),
+    meta: { host: "evil", port: 1, id: "x", region: "eu", tags: ["a"] },
+  }, 9000).record!;
+  assert.deepEqual(
+    { ...rec, id: "ID" },
+    {
+      host: "10.0.0.1",
+      port: 9000,
+      role: "web",
+      version: "1.0.0",
+      env: "",
+      id: "ID",
+      region: "eu",
+      tags: ["a"],
+    },
+  );
+});
+
+test("an invalid range option is a RangeError", () => {
+  assert.throws(() => new Registry({ range: { "*": [20, 10] } }), RangeError);
+  assert.throws(() => new Registry({ range: { "*": [0, 10] } }), RangeError);
+});
