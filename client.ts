@@ -14,6 +14,7 @@ import {
   AuthError,
   ConnectionError,
   errorFromWire,
+  RegistryError,
   TimeoutError,
 } from "./errors.ts";
 import {
@@ -38,6 +39,7 @@ import {
   defaultTransport,
   type Endpoint,
   formatEndpoint,
+  type TlsClientOptions,
   type Transport,
 } from "./transport.ts";
 
@@ -60,6 +62,25 @@ export interface ConnectOptions {
   connectTimeout?: number;
   /** The longest line accepted from the server, in bytes. Default: 65536. */
   maxLineBytes?: number;
+  /**
+   * Heartbeat interval in ms. Default: what the server asks for (3000 on a
+   * default server).
+   */
+  heartbeat?: number;
+  /**
+   * Milliseconds without a word from the server after which the connection is
+   * taken for dead and reconnected. Default: the server's timeout (10000).
+   */
+  timeout?: number;
+  /**
+   * Check that an allocated port can be bound on this machine before taking
+   * it, and ask for another if not (a port held by a process seaport does not
+   * know of). Turn off when services run elsewhere than the client. Default:
+   * `true`.
+   */
+  probe?: boolean;
+  /** Connect with TLS: `true` for the system's roots, or CA certificates. */
+  tls?: boolean | TlsClientOptions;
   /** The transport to connect with. Default: the runtime's own. */
   transport?: Transport;
 }
@@ -195,7 +216,11 @@ interface LocalService {
   onPort: ((port: number) => void) | undefined;
   onFail: (err: unknown) => void;
   readyWaiters: (() => void)[];
+  exclude: number[];
 }
+
+/** Allocations whose port cannot be bound are retried this often at most. */
+const MAX_PROBES = 32;
 
 const SERVER_EVENTS = new Set(["allocate", "assume", "free"]);
 
@@ -229,6 +254,9 @@ class Client implements Ports {
     | { timer: ReturnType<typeof setTimeout>; wake: () => void }
     | undefined;
   #run: Promise<void>;
+  #lastHeard = 0;
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #tls: TlsClientOptions | undefined;
   #limits: { min: number; max: number; connect: number; line: number };
 
   constructor(ep: Endpoint, opts: ConnectOptions) {
@@ -244,6 +272,7 @@ class Client implements Ports {
     this.#key = opts.secret === undefined
       ? undefined
       : importSecret(opts.secret);
+    this.#tls = opts.tls === true ? {} : opts.tls || undefined;
     this.#limits = {
       min: positive("reconnectDelay", opts.reconnectDelay, 100),
       max: positive("maxReconnectDelay", opts.maxReconnectDelay, 2000),
@@ -306,7 +335,7 @@ class Client implements Ports {
 
   async #open(): Promise<Conn> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const attempt = this.#transport.connect(this.#ep);
+    const attempt = this.#transport.connect(this.#ep, this.#tls);
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         attempt.then((c) => c.close(), () => {});
@@ -357,6 +386,7 @@ class Client implements Ports {
       while (true) {
         const { value, done } = await reader.read();
         if (done) break;
+        this.#lastHeard = Date.now();
         splitter.push(value, onLine);
       }
     } catch (err) {
@@ -392,8 +422,11 @@ class Client implements Ports {
     const res = await this.#direct(hello) as {
       host?: string;
       auth?: { nonce?: string } | null;
+      heartbeat?: number;
+      timeout?: number;
     };
     this.#host = res.host;
+    this.#beat(res.heartbeat, res.timeout);
     if (res.auth) {
       if (this.#key === undefined) {
         throw new AuthError(
@@ -431,6 +464,36 @@ class Client implements Ports {
     this.#outbox!.send(encode({ ...p.body, id } as Request));
   }
 
+  /**
+   * Sends a ping every heartbeat and closes the connection when the server has
+   * been silent for longer than the timeout (a dead or stopped server).
+   */
+  #beat(serverBeat: number | undefined, serverTimeout: number | undefined) {
+    clearInterval(this.#ticker);
+    const num = (v: unknown, d: number) =>
+      typeof v === "number" && v > 0 ? v : d;
+    const beat = Math.min(
+      num(this.#opts.heartbeat, Infinity),
+      num(serverBeat, 3000),
+    );
+    const timeout = num(this.#opts.timeout, num(serverTimeout, 10_000));
+    const conn = this.#conn;
+    this.#ticker = setInterval(() => {
+      if (this.#conn !== conn) return;
+      if (Date.now() - this.#lastHeard > timeout) {
+        conn?.close();
+        return;
+      }
+      this.#transmit({
+        body: { op: "ping" },
+        retry: false,
+        onDrop: () => {},
+        resolve: () => {},
+        reject: () => {},
+      });
+    }, Math.min(beat, timeout / 2));
+  }
+
   #up(): void {
     this.#state = "ready";
     this.#emitter.emit("connect");
@@ -442,6 +505,8 @@ class Client implements Ports {
   }
 
   #down(): void {
+    clearInterval(this.#ticker);
+    this.#ticker = undefined;
     if (!this.#closed()) this.#state = "connecting";
     this.#conn = undefined;
     this.#outbox = undefined;
@@ -503,6 +568,7 @@ class Client implements Ports {
   async close(): Promise<void> {
     if (!this.#closed()) {
       this.#state = "closed";
+      clearInterval(this.#ticker);
       this.#conn?.close();
       if (this.#sleep !== undefined) {
         clearTimeout(this.#sleep.timer);
@@ -537,8 +603,9 @@ class Client implements Ports {
     if (this.#state !== "ready") return;
     const epoch = this.#epoch;
     const meta = svc.meta === undefined ? {} : { meta: svc.meta };
+    const exclude = svc.exclude.length > 0 ? { exclude: svc.exclude } : {};
     const body: Body = svc.port === undefined
-      ? { op: "allocate", role: svc.role, ...meta }
+      ? { op: "allocate", role: svc.role, ...meta, ...exclude }
       : svc.wantReady
       ? { op: "assume", role: svc.role, port: svc.port, ...meta }
       : { op: "allocate", role: svc.role, port: svc.port, ...meta };
@@ -546,7 +613,17 @@ class Client implements Ports {
       body,
       retry: false,
       onDrop: () => {},
-      resolve: (result) => {
+      resolve: async (result) => {
+        if (
+          svc.port === undefined && this.#opts.probe !== false &&
+          this.#services.has(svc) &&
+          !(await this.#canBind((result as { port: number }).port))
+        ) {
+          if (this.#epoch !== epoch) return; // reconnected: asserted again
+          this.#probeFailed(svc, result as unknown as ServiceRecord);
+          return;
+        }
+        if (this.#epoch !== epoch) return;
         if (!this.#services.has(svc)) {
           // freed while the request was in flight
           const rid = (result as { id: string }).id;
@@ -578,6 +655,42 @@ class Client implements Ports {
         svc.onFail(err);
       },
     });
+  }
+
+  /** Whether `port` can be bound on this machine now. */
+  async #canBind(port: number): Promise<boolean> {
+    try {
+      const l = await this.#transport.listen({ hostname: "0.0.0.0", port });
+      l.close();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Gives back a port that cannot be bound and asks for another. */
+  #probeFailed(svc: LocalService, record: ServiceRecord): void {
+    this.#transmit({
+      body: { op: "free", rid: record.id },
+      retry: false,
+      onDrop: () => {},
+      resolve: () => {},
+      reject: () => {},
+    });
+    svc.exclude.push(record.port);
+    if (svc.exclude.length >= MAX_PROBES) {
+      this.#services.delete(svc);
+      svc.onFail(
+        new RegistryError(
+          "RANGE_EXHAUSTED",
+          `Cannot allocate a port for "${svc.role}": ${svc.exclude.length} ports in a row were taken on this machine (${
+            svc.exclude.slice(0, 5).join(", ")
+          }, …)`,
+        ),
+      );
+      return;
+    }
+    this.#assert(svc);
   }
 
   #visible(svc: LocalService): void {
@@ -628,6 +741,7 @@ class Client implements Ports {
         readyWaiters: [],
         onFail: reject,
         onPort: undefined,
+        exclude: [],
       };
       const ready = (): Promise<void> => {
         if (svc.visible) return Promise.resolve();
@@ -715,6 +829,7 @@ class Client implements Ports {
         readyWaiters: [() => resolve(port)],
         onFail: reject,
         onPort: undefined,
+        exclude: [],
       };
       this.#services.add(svc);
       this.#assert(svc);

@@ -36,6 +36,7 @@ import {
   type Conn,
   defaultTransport,
   type Listener,
+  type TlsServerOptions,
   type Transport,
 } from "./transport.ts";
 
@@ -62,6 +63,18 @@ export interface ServerOptions {
   maxAuthFailures?: number;
   /** Bytes that may wait unread by a client before it is dropped. Default: 64 MiB. */
   maxBufferedBytes?: number;
+  /**
+   * How often clients are asked to send a heartbeat, in ms. Default: 3000.
+   */
+  heartbeat?: number;
+  /**
+   * Milliseconds of silence after which a connection is taken for dead and
+   * its registrations are freed (a stopped process, a vanished host).
+   * Default: 10000.
+   */
+  timeout?: number;
+  /** Serve TLS with this certificate and key instead of plain TCP. */
+  tls?: TlsServerOptions;
   /** The transport to listen with. Default: the runtime's own. */
   transport?: Transport;
 }
@@ -128,6 +141,7 @@ class Session {
   subscribed = false;
   gets = new Map<number, GetToken>();
   backlog: string[] | undefined;
+  lastSeen = Date.now();
   timer: ReturnType<typeof setTimeout> | undefined;
   host: string;
   readonly outbox: Outbox;
@@ -172,11 +186,16 @@ class SeaportServer implements Server {
     conns: number;
     handshake: number;
     auth: number;
+    heartbeat: number;
+    timeout: number;
     buffered: number;
   };
   #closed = false;
+  #tls: TlsServerOptions | undefined;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(opts: ServerOptions) {
+    this.#tls = opts.tls;
     if (opts.secret !== undefined && typeof opts.secret !== "string") {
       throw new TypeError(`Option "secret" must be a string`);
     }
@@ -200,6 +219,8 @@ class SeaportServer implements Server {
       conns: positive("maxConnections", opts.maxConnections, 10_000),
       handshake: positive("handshakeTimeout", opts.handshakeTimeout, 10_000),
       auth: positive("maxAuthFailures", opts.maxAuthFailures, 3),
+      heartbeat: positive("heartbeat", opts.heartbeat, 3000),
+      timeout: positive("timeout", opts.timeout, 10_000),
       buffered: positive("maxBufferedBytes", opts.maxBufferedBytes, 64 << 20),
     };
   }
@@ -222,19 +243,20 @@ class SeaportServer implements Server {
         `Invalid port ${port}: need an integer from 0 to 65535`,
       );
     }
+    const listen = (hostname: string) =>
+      this.#transport.listen({ hostname, port }, this.#tls);
     if (hostname !== undefined) {
-      this.#listener = await this.#transport.listen({ hostname, port });
+      this.#listener = await listen(hostname);
     } else {
       try {
-        this.#listener = await this.#transport.listen({ hostname: "::", port });
+        this.#listener = await listen("::");
       } catch {
-        this.#listener = await this.#transport.listen({
-          hostname: "0.0.0.0",
-          port,
-        });
+        this.#listener = await listen("0.0.0.0");
       }
     }
     this.#acceptLoop = this.#accept(this.#listener);
+    const every = Math.max(10, Math.floor(this.#limits.timeout / 10));
+    this.#sweeper = setInterval(() => this.#sweep(), every);
     return this.#listener.addr;
   }
 
@@ -255,6 +277,7 @@ class SeaportServer implements Server {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#sweeper);
     this.#listener?.close();
     for (const s of this.#sessions) s.conn.close();
     await this.#acceptLoop;
@@ -307,12 +330,21 @@ class SeaportServer implements Server {
       while (s.state !== State.Closed) {
         const { value, done } = await reader.read();
         if (done) break;
+        s.lastSeen = Date.now();
         splitter.push(value, onLine);
       }
     } catch {
       // a reset connection ends like a closed one
     } finally {
       this.#drop(s);
+    }
+  }
+
+  /** Drops connections that have been silent for longer than the timeout. */
+  #sweep(): void {
+    const deadline = Date.now() - this.#limits.timeout;
+    for (const s of this.#sessions) {
+      if (s.state === State.Ready && s.lastSeen < deadline) this.#drop(s);
     }
   }
 
@@ -391,18 +423,21 @@ class SeaportServer implements Server {
       }
       s.env = req.env ?? "";
       if (req.advertise !== undefined) s.host = req.advertise;
+      const hello = {
+        v: PROTOCOL_VERSION,
+        host: s.host,
+        heartbeat: this.#limits.heartbeat,
+        timeout: this.#limits.timeout,
+        auth: null as null | { alg: string; nonce: string },
+      };
       if (this.#key === undefined) {
         this.#ready(s);
-        s.reply(req.id, { v: PROTOCOL_VERSION, host: s.host, auth: null });
       } else {
         s.state = State.Auth;
         s.nonce = newNonce();
-        s.reply(req.id, {
-          v: PROTOCOL_VERSION,
-          host: s.host,
-          auth: { alg: "HMAC-SHA-256", nonce: s.nonce },
-        });
+        hello.auth = { alg: "HMAC-SHA-256", nonce: s.nonce };
       }
+      s.reply(req.id, hello);
       return;
     }
     if (s.state === State.Auth) {

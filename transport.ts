@@ -9,6 +9,7 @@
  * @module
  */
 import type * as NodeNet from "node:net";
+import type * as NodeTls from "node:tls";
 import { ConnectionError } from "./errors.ts";
 
 /** A network address. */
@@ -49,18 +50,35 @@ export interface Endpoint {
   port: number;
 }
 
+/** TLS for a server: its certificate chain and private key, PEM-encoded. */
+export interface TlsServerOptions {
+  /** The certificate chain, PEM. */
+  cert: string;
+  /** The private key, PEM. */
+  key: string;
+}
+
+/** TLS for a client. */
+export interface TlsClientOptions {
+  /** Trusted CA certificates, PEM; default: the system's roots. */
+  caCerts?: string[];
+  /** The name to verify the server's certificate against; default: the host. */
+  serverName?: string;
+}
+
 /** Opens listeners and connections for one runtime. */
 export interface Transport {
   /** `deno` or `node`, for messages and tests. */
   readonly name: string;
-  /** Listens on a TCP endpoint. */
-  listen(endpoint: Endpoint): Promise<Listener>;
+  /** Listens on a TCP endpoint, with TLS when `tls` is given. */
+  listen(endpoint: Endpoint, tls?: TlsServerOptions): Promise<Listener>;
   /**
-   * Connects to a TCP endpoint, with Nagle's algorithm off.
+   * Connects to a TCP endpoint, with Nagle's algorithm off and TLS when `tls`
+   * is given (the handshake completes before this resolves).
    *
    * @throws {ConnectionError} when the connection cannot be made.
    */
-  connect(endpoint: Endpoint): Promise<Conn>;
+  connect(endpoint: Endpoint, tls?: TlsClientOptions): Promise<Conn>;
 }
 
 /** Removes the IPv4-mapped IPv6 prefix: `::ffff:127.0.0.1` → `127.0.0.1`. */
@@ -97,8 +115,9 @@ interface DenoConn {
   readonly remoteAddr: DenoNetAddr;
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
-  setNoDelay(noDelay?: boolean): void;
+  setNoDelay?(noDelay?: boolean): void;
   close(): void;
+  handshake?(): Promise<unknown>;
 }
 interface DenoListener extends AsyncIterable<DenoConn> {
   readonly addr: DenoNetAddr;
@@ -106,14 +125,20 @@ interface DenoListener extends AsyncIterable<DenoConn> {
 }
 interface DenoNet {
   listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  listenTls(
+    o: { hostname: string; port: number; cert: string; key: string },
+  ): DenoListener;
   connect(o: { hostname: string; port: number; transport: "tcp" }): Promise<
     DenoConn
   >;
+  connectTls(
+    o: { hostname: string; port: number; caCerts?: string[] },
+  ): Promise<DenoConn>;
 }
 
 /** The Deno namespace when running on Deno, else `undefined`. */
 export function denoNamespace(): DenoNet | undefined {
-  return (globalThis as { Deno?: DenoNet }).Deno;
+  return (globalThis as unknown as { Deno?: DenoNet }).Deno;
 }
 
 function addrOf(a: DenoNetAddr): Addr {
@@ -122,7 +147,7 @@ function addrOf(a: DenoNetAddr): Addr {
 
 function wrapDenoConn(c: DenoConn): Conn {
   try {
-    c.setNoDelay(true);
+    c.setNoDelay?.(true);
   } catch { /* closed already */ }
   const writer = c.writable.getWriter();
   writer.closed.catch(() => {});
@@ -149,8 +174,10 @@ export function denoTransport(
   if (deno === undefined) throw new TypeError("Deno is not available here");
   return {
     name: "deno",
-    listen(ep) {
-      const l = deno.listen({ ...ep, transport: "tcp" });
+    listen(ep, tls) {
+      const l = tls === undefined
+        ? deno.listen({ ...ep, transport: "tcp" })
+        : deno.listenTls({ ...ep, cert: tls.cert, key: tls.key });
       let closed = false;
       return Promise.resolve({
         addr: addrOf(l.addr),
@@ -170,10 +197,26 @@ export function denoTransport(
         },
       });
     },
-    async connect(ep) {
+    async connect(ep, tls) {
+      let conn: DenoConn | undefined;
       try {
-        return wrapDenoConn(await deno.connect({ ...ep, transport: "tcp" }));
+        if (tls === undefined) {
+          conn = await deno.connect({ ...ep, transport: "tcp" });
+        } else {
+          if (tls.serverName !== undefined) {
+            throw new TypeError("serverName is not supported on Deno");
+          }
+          conn = await deno.connectTls({
+            ...ep,
+            ...(tls.caCerts !== undefined ? { caCerts: tls.caCerts } : {}),
+          });
+          await conn.handshake?.();
+        }
+        return wrapDenoConn(conn);
       } catch (err) {
+        try {
+          conn?.close();
+        } catch { /* already closed */ }
         throw connectError(ep, err);
       }
     },
@@ -183,6 +226,10 @@ export function denoTransport(
 let nodeNet: Promise<typeof NodeNet> | undefined;
 function loadNodeNet(): Promise<typeof NodeNet> {
   return nodeNet ??= import("node:net");
+}
+let nodeTls: Promise<typeof NodeTls> | undefined;
+function loadNodeTls(): Promise<typeof NodeTls> {
+  return nodeTls ??= import("node:tls");
 }
 
 function wrapNodeSocket(s: NodeNet.Socket): Conn {
@@ -248,13 +295,17 @@ function wrapNodeSocket(s: NodeNet.Socket): Conn {
 export function nodeTransport(): Transport {
   return {
     name: "node",
-    async listen(ep) {
-      const net = await loadNodeNet();
-      const server = net.createServer({ noDelay: true });
+    async listen(ep, tls) {
+      const server: NodeNet.Server = tls === undefined
+        ? (await loadNodeNet()).createServer({ noDelay: true })
+        : (await loadNodeTls()).createServer({ cert: tls.cert, key: tls.key });
       const queue: Conn[] = [];
       let wake: (() => void) | undefined;
       let closed = false;
-      server.on("connection", (s) => {
+      server.on("tlsClientError", (_err: unknown, s: NodeNet.Socket) => {
+        s.destroy();
+      });
+      server.on(tls === undefined ? "connection" : "secureConnection", (s) => {
         s.on("error", () => {}); // reported through the readable
         queue.push(wrapNodeSocket(s));
         wake?.();
@@ -289,12 +340,28 @@ export function nodeTransport(): Transport {
         },
       };
     },
-    async connect(ep) {
+    async connect(ep, tls) {
       const net = await loadNodeNet();
+      const tlsLib = tls === undefined ? undefined : await loadNodeTls();
       return await new Promise<Conn>((resolve, reject) => {
-        const s = net.connect({ port: ep.port, host: ep.hostname });
-        s.once("error", (err) => reject(connectError(ep, err)));
-        s.once("connect", () => {
+        const s = tls === undefined
+          ? net.connect({ port: ep.port, host: ep.hostname })
+          : tlsLib!.connect({
+            port: ep.port,
+            host: ep.hostname,
+            servername: tls.serverName ??
+              (net.isIP(ep.hostname) ? "" : ep.hostname),
+            ...(tls.caCerts !== undefined ? { ca: tls.caCerts } : {}),
+          });
+        s.once("error", (err) => {
+          s.destroy();
+          reject(connectError(ep, err));
+        });
+        s.once("close", () => {
+          reject(connectError(ep, new Error("closed during the handshake")));
+        });
+        s.once(tls === undefined ? "connect" : "secureConnect", () => {
+          s.removeAllListeners("close");
           s.removeAllListeners("error");
           s.on("error", () => {}); // reported through the readable
           resolve(wrapNodeSocket(s));

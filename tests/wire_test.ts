@@ -53,7 +53,13 @@ function suite(t: Transport): void {
     await r.json({ id: 0, op: "hello", v: 1 });
     assert.deepEqual(await r.next(), {
       id: 0,
-      result: { v: 1, host: "127.0.0.1", auth: null },
+      result: {
+        v: 1,
+        host: "127.0.0.1",
+        heartbeat: 3000,
+        timeout: 10000,
+        auth: null,
+      },
     });
     await r.json({ id: 1, op: "get", pattern: "web@1.2.x" });
     await r.json({ id: 2, op: "allocate", role: "web@1.2.3", meta: { a: 1 } });
