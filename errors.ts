@@ -66,6 +66,8 @@ export class SeaportError extends Error {
  */
 export class ConnectionError extends SeaportError {
   /**
+   * Creates the error.
+   *
    * @param message What failed.
    * @param options The original error as `cause`.
    * @param code `CONNECTION` (default) or `CLOSED` when the client was closed.
@@ -93,6 +95,8 @@ export class ConnectionError extends SeaportError {
  */
 export class ProtocolError extends SeaportError {
   /**
+   * Creates the error.
+   *
    * @param code `PROTOCOL`, `BAD_REQUEST` or `LINE_TOO_LONG`.
    * @param message What was wrong.
    * @param options The `cause`, if any.
@@ -118,6 +122,8 @@ export class ProtocolError extends SeaportError {
  */
 export class TimeoutError extends SeaportError {
   /**
+   * Creates the error.
+   *
    * @param message What timed out.
    * @param options The `cause`, if any.
    */
@@ -138,6 +144,8 @@ export class TimeoutError extends SeaportError {
  */
 export class AuthError extends SeaportError {
   /**
+   * Creates the error.
+   *
    * @param message What failed.
    * @param options The `cause`, if any.
    */
@@ -170,6 +178,8 @@ export type RegistryErrorCode =
  */
 export class RegistryError extends SeaportError {
   /**
+   * Creates the error.
+   *
    * @param code One of {@linkcode RegistryErrorCode}.
    * @param message What was refused and why.
    * @param options The `cause`, if any.

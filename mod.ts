@@ -50,7 +50,15 @@ export type {
 } from "./registry.ts";
 export { parsePattern, parseRole } from "./registry.ts";
 export type { Pattern, Role } from "./registry.ts";
-export type { Addr, Transport } from "./transport.ts";
+export type {
+  Addr,
+  Conn,
+  Endpoint,
+  Listener,
+  TlsClientOptions,
+  TlsServerOptions,
+  Transport,
+} from "./transport.ts";
 export {
   AuthError,
   ConnectionError,
@@ -83,11 +91,40 @@ export type { ErrorCode, RegistryErrorCode } from "./errors.ts";
  * ```
  */
 export function connect(port: number, options?: ConnectOptions): Ports;
+/**
+ * Connects to a seaport server at `host` and `port`.
+ *
+ * @param host Host name or address.
+ * @param port TCP port.
+ * @param options {@linkcode ConnectOptions}.
+ * @returns The client.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "./mod.ts";
+ * const ports = connect("127.0.0.1", 9090, { secret: "beep boop" });
+ * await ports.close();
+ * ```
+ */
 export function connect(
   host: string,
   port: number,
   options?: ConnectOptions,
 ): Ports;
+/**
+ * Connects to a seaport server at `"host:port"`, `"[::1]:port"` or `"port"`.
+ *
+ * @param address The address.
+ * @param options {@linkcode ConnectOptions}.
+ * @returns The client.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "./mod.ts";
+ * const ports = connect("[::1]:9090");
+ * await ports.close();
+ * ```
+ */
 export function connect(address: string, options?: ConnectOptions): Ports;
 export function connect(...args: unknown[]): Ports {
   return connectWith(undefined, args);
