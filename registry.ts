@@ -179,15 +179,28 @@ function matches(p: Pattern, version: string): boolean {
   return p.range === null || p.range.test(version);
 }
 
-interface Entry<O> {
-  record: ServiceRecord;
-  owner: O;
-  key: string;
+interface Entry<O, T> {
+  readonly record: ServiceRecord;
+  readonly owner: O;
+  readonly slot: Slot<O, T>;
   visible: boolean;
 }
 
-interface HostTable<O> {
-  readonly ports: Map<number, Entry<O>>;
+/** Everything about one role name in one environment. */
+interface Slot<O, T> {
+  readonly key: string;
+  /** The interned role name, shared by every record of the slot. */
+  readonly name: string;
+  /** Visible registrations. */
+  readonly visible: Set<Entry<O, T>>;
+  /** Waiting gets. */
+  readonly waiters: Set<Waiter<O, T>>;
+  /** Registrations, visible or reserved, that point at this slot. */
+  refs: number;
+}
+
+interface HostTable<O, T> {
+  readonly ports: Map<number, Entry<O, T>>;
   readonly low: number;
   readonly high: number;
   cursor: number;
@@ -196,9 +209,8 @@ interface HostTable<O> {
 
 interface Waiter<O, T> {
   readonly owner: O;
-  readonly key: string;
+  readonly slot: Slot<O, T>;
   readonly pattern: Pattern;
-  readonly env: string;
   readonly token: T;
 }
 
@@ -250,15 +262,15 @@ export function checkRangeOption(range: RangeOption): void {
  * waiting get. Every method is synchronous and does no I/O.
  */
 export class Registry<O, T = unknown> {
-  #byId = new Map<string, Entry<O>>();
-  #byRole = new Map<string, Set<Entry<O>>>();
-  #byOwner = new Map<O, Set<Entry<O>>>();
-  #hosts = new Map<string, HostTable<O>>();
-  #waiters = new Map<string, Set<Waiter<O, T>>>();
+  #slots = new Map<string, Slot<O, T>>();
+  #byOwner = new Map<O, Map<string, Entry<O, T>>>();
+  #hosts = new Map<string, HostTable<O, T>>();
   #waitersByOwner = new Map<O, Map<T, Waiter<O, T>>>();
+  #versions = new Map<string, string>();
   #range: RangeOption;
   #newId: () => string;
   #counter = 0;
+  #size = 0;
 
   constructor(options: RegistryOptions = {}) {
     this.#range = options.range ?? { "*": DEFAULT_RANGE };
@@ -268,7 +280,7 @@ export class Registry<O, T = unknown> {
 
   /** The number of registrations, visible or reserved. */
   get size(): number {
-    return this.#byId.size;
+    return this.#size;
   }
 
   /** The number of registrations (visible or reserved) an owner holds. */
@@ -281,7 +293,31 @@ export class Registry<O, T = unknown> {
     return this.#waitersByOwner.get(owner)?.size ?? 0;
   }
 
-  #table(host: string): HostTable<O> {
+  #slot(env: string, name: string): Slot<O, T> {
+    const key = roleKey(env, name);
+    let slot = this.#slots.get(key);
+    if (slot === undefined) {
+      slot = { key, name, visible: new Set(), waiters: new Set(), refs: 0 };
+      this.#slots.set(key, slot);
+    }
+    return slot;
+  }
+
+  #release(slot: Slot<O, T>): void {
+    if (slot.refs === 0 && slot.waiters.size === 0) {
+      this.#slots.delete(slot.key);
+    }
+  }
+
+  /** One string per distinct version (bounded), so records share them. */
+  #version(v: string): string {
+    const known = this.#versions.get(v);
+    if (known !== undefined) return known;
+    if (this.#versions.size < 4096) this.#versions.set(v, v);
+    return v;
+  }
+
+  #table(host: string): HostTable<O, T> {
     let t = this.#hosts.get(host);
     if (t === undefined) {
       const [low, high] = this.#range[host] ?? this.#range["*"] ??
@@ -293,7 +329,7 @@ export class Registry<O, T = unknown> {
   }
 
   #pickPort(
-    t: HostTable<O>,
+    t: HostTable<O, T>,
     host: string,
     role: string,
     exclude: ReadonlySet<number> | undefined,
@@ -320,13 +356,14 @@ export class Registry<O, T = unknown> {
     input: RegistrationInput,
     { name, version }: Role,
     port: number,
-    t: HostTable<O>,
-  ): Entry<O> {
+    t: HostTable<O, T>,
+  ): Entry<O, T> {
+    const slot = this.#slot(input.env, name);
     const record: { [key: string]: JsonValue } = {
       host: input.host,
       port,
-      role: name,
-      version,
+      role: slot.name,
+      version: this.#version(version),
       env: input.env,
       id: this.#newId(),
     };
@@ -335,26 +372,25 @@ export class Registry<O, T = unknown> {
         if (!RESERVED_KEYS.has(k)) record[k] = input.meta[k] as JsonValue;
       }
     }
-    const entry: Entry<O> = {
+    const entry: Entry<O, T> = {
       record: record as unknown as ServiceRecord,
       owner,
-      key: roleKey(input.env, name),
+      slot,
       visible: false,
     };
-    this.#byId.set(entry.record.id, entry);
+    slot.refs++;
+    this.#size++;
     t.ports.set(port, entry);
     if (port >= t.low && port <= t.high) t.inRange++;
     let mine = this.#byOwner.get(owner);
-    if (mine === undefined) this.#byOwner.set(owner, mine = new Set());
-    mine.add(entry);
+    if (mine === undefined) this.#byOwner.set(owner, mine = new Map());
+    mine.set(entry.record.id, entry);
     return entry;
   }
 
-  #show(entry: Entry<O>, type: RegistryEventType): ChangeResult<T> {
+  #show(entry: Entry<O, T>, type: RegistryEventType): ChangeResult<T> {
     entry.visible = true;
-    let set = this.#byRole.get(entry.key);
-    if (set === undefined) this.#byRole.set(entry.key, set = new Set());
-    set.add(entry);
+    entry.slot.visible.add(entry);
     return {
       record: entry.record,
       events: [{ type, record: entry.record }],
@@ -362,38 +398,35 @@ export class Registry<O, T = unknown> {
     };
   }
 
-  #wake(entry: Entry<O>): Wakeup<T>[] {
-    const waiters = this.#waiters.get(entry.key);
-    if (waiters === undefined) return [];
+  #wake(entry: Entry<O, T>): Wakeup<T>[] {
+    const { waiters } = entry.slot;
+    if (waiters.size === 0) return [];
     const woken: Wakeup<T>[] = [];
     for (const w of waiters) {
       if (!matches(w.pattern, entry.record.version)) continue;
       this.#dropWaiter(w);
-      woken.push({
-        token: w.token,
-        records: this.#match(entry.record.env, w.pattern),
-      });
+      woken.push({ token: w.token, records: this.#match(w.slot, w.pattern) });
     }
     return woken;
   }
 
-  #remove(entry: Entry<O>, events: RegistryEvent[]): void {
-    const { record } = entry;
-    this.#byId.delete(record.id);
+  #remove(entry: Entry<O, T>, events: RegistryEvent[]): void {
+    const { record, slot } = entry;
+    this.#size--;
     const t = this.#hosts.get(record.host);
     if (t !== undefined && t.ports.get(record.port) === entry) {
       t.ports.delete(record.port);
       if (record.port >= t.low && record.port <= t.high) t.inRange--;
     }
     const mine = this.#byOwner.get(entry.owner);
-    mine?.delete(entry);
+    mine?.delete(record.id);
     if (mine?.size === 0) this.#byOwner.delete(entry.owner);
     if (entry.visible) {
-      const set = this.#byRole.get(entry.key);
-      set?.delete(entry);
-      if (set?.size === 0) this.#byRole.delete(entry.key);
+      slot.visible.delete(entry);
       events.push({ type: "free", record });
     }
+    slot.refs--;
+    this.#release(slot);
   }
 
   /**
@@ -434,8 +467,8 @@ export class Registry<O, T = unknown> {
    * registration.
    */
   ready(owner: O, id: string): ChangeResult<T> {
-    const entry = this.#byId.get(id);
-    if (entry === undefined || entry.owner !== owner) {
+    const entry = this.#byOwner.get(owner)?.get(id);
+    if (entry === undefined) {
       throw new RegistryError(
         "NOT_FOUND",
         `Cannot mark "${id}" ready: no such registration on this connection`,
@@ -476,7 +509,7 @@ export class Registry<O, T = unknown> {
     target: { id: string } | { host: string; port: number },
   ): ChangeResult<T> {
     const entry = "id" in target
-      ? this.#byId.get(target.id)
+      ? this.#byOwner.get(owner)?.get(target.id)
       : this.#hosts.get(target.host)?.ports.get(target.port);
     if (entry === undefined || entry.owner !== owner) {
       const what = "id" in target
@@ -497,7 +530,7 @@ export class Registry<O, T = unknown> {
     const events: RegistryEvent[] = [];
     const mine = this.#byOwner.get(owner);
     if (mine !== undefined) {
-      for (const entry of [...mine]) this.#remove(entry, events);
+      for (const entry of [...mine.values()]) this.#remove(entry, events);
     }
     const waiting = this.#waitersByOwner.get(owner);
     if (waiting !== undefined) {
@@ -506,11 +539,10 @@ export class Registry<O, T = unknown> {
     return { events, woken: [] };
   }
 
-  #match(env: string, p: Pattern): ServiceRecord[] {
-    const set = this.#byRole.get(roleKey(env, p.name));
+  #match(slot: Slot<O, T> | undefined, p: Pattern): ServiceRecord[] {
     const out: ServiceRecord[] = [];
-    if (set === undefined) return out;
-    for (const e of set) {
+    if (slot === undefined) return out;
+    for (const e of slot.visible) {
       if (matches(p, e.record.version)) out.push(e.record);
     }
     return out;
@@ -525,18 +557,17 @@ export class Registry<O, T = unknown> {
    */
   query(env: string | undefined, pattern?: string): ServiceRecord[] {
     if (pattern !== undefined && env !== undefined) {
-      return this.#match(env, parsePattern(pattern));
+      const p = parsePattern(pattern);
+      return this.#match(this.#slots.get(roleKey(env, p.name)), p);
     }
     const p = pattern === undefined ? undefined : parsePattern(pattern);
     const out: ServiceRecord[] = [];
-    for (const set of this.#byRole.values()) {
-      for (const e of set) {
+    for (const slot of this.#slots.values()) {
+      if (p !== undefined && slot.name !== p.name) continue;
+      for (const e of slot.visible) {
         const r = e.record;
-        if (env !== undefined && r.env !== env) continue;
-        if (p !== undefined && (r.role !== p.name || !matches(p, r.version))) {
-          continue;
-        }
-        out.push(r);
+        if (env !== undefined && r.env !== env) break;
+        if (p === undefined || matches(p, r.version)) out.push(r);
       }
     }
     return out;
@@ -555,13 +586,11 @@ export class Registry<O, T = unknown> {
     token: T,
   ): ServiceRecord[] | undefined {
     const p = parsePattern(pattern);
-    const now = this.#match(env, p);
+    const now = this.#match(this.#slots.get(roleKey(env, p.name)), p);
     if (now.length > 0) return now;
-    const key = roleKey(env, p.name);
-    const w: Waiter<O, T> = { owner, key, pattern: p, env, token };
-    let set = this.#waiters.get(key);
-    if (set === undefined) this.#waiters.set(key, set = new Set());
-    set.add(w);
+    const slot = this.#slot(env, p.name);
+    const w: Waiter<O, T> = { owner, slot, pattern: p, token };
+    slot.waiters.add(w);
     let mine = this.#waitersByOwner.get(owner);
     if (mine === undefined) this.#waitersByOwner.set(owner, mine = new Map());
     mine.set(token, w);
@@ -577,9 +606,8 @@ export class Registry<O, T = unknown> {
   }
 
   #dropWaiter(w: Waiter<O, T>): void {
-    const set = this.#waiters.get(w.key);
-    set?.delete(w);
-    if (set?.size === 0) this.#waiters.delete(w.key);
+    w.slot.waiters.delete(w);
+    this.#release(w.slot);
     const mine = this.#waitersByOwner.get(w.owner);
     mine?.delete(w.token);
     if (mine?.size === 0) this.#waitersByOwner.delete(w.owner);

@@ -584,8 +584,13 @@ class SeaportServer implements Server {
   }
 }
 
+/**
+ * Registration ids: a short random prefix per server run (so ids from before
+ * a restart are told apart) and a counter, kept short to keep records small.
+ */
 function idMaker(): () => string {
-  const prefix = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
+  const r = crypto.getRandomValues(new Uint32Array(1))[0]! % (36 ** 3);
+  const prefix = r.toString(36).padStart(3, "0");
   let n = 0;
   return () => `${prefix}-${(++n).toString(36)}`;
 }
