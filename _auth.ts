@@ -8,10 +8,13 @@
  */
 
 const CONTEXT = "seaport-auth-v1:";
+
+/** An imported secret (WebCrypto's `CryptoKey`, named without the global). */
+export type SecretKey = Awaited<ReturnType<typeof crypto.subtle.importKey>>;
 const encoder = new TextEncoder();
 
 /** Imports a secret as an HMAC-SHA-256 key. */
-export function importSecret(secret: string): Promise<CryptoKey> {
+export function importSecret(secret: string): Promise<SecretKey> {
   return crypto.subtle.importKey(
     "raw",
     encoder.encode(secret),
@@ -27,7 +30,7 @@ export function newNonce(): string {
 }
 
 /** The client's answer to a challenge, as hex. */
-export async function answer(key: CryptoKey, nonce: string): Promise<string> {
+export async function answer(key: SecretKey, nonce: string): Promise<string> {
   const mac = await crypto.subtle.sign(
     "HMAC",
     key,
@@ -38,7 +41,7 @@ export async function answer(key: CryptoKey, nonce: string): Promise<string> {
 
 /** Checks an answer in constant time; a malformed answer is simply wrong. */
 export async function verify(
-  key: CryptoKey,
+  key: SecretKey,
   nonce: string,
   mac: string,
 ): Promise<boolean> {

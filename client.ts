@@ -8,7 +8,7 @@
  * @module
  */
 import { Emitter } from "./_emitter.ts";
-import { answer, importSecret } from "./_auth.ts";
+import { answer, importSecret, type SecretKey } from "./_auth.ts";
 import { Outbox } from "./_outbox.ts";
 import {
   AuthError,
@@ -239,7 +239,7 @@ class Client implements Ports {
   #opts: ConnectOptions;
   #transport: Transport;
   #emitter = new Emitter<PortsEvents>((err) => this.#reportError(err));
-  #key: Promise<CryptoKey> | undefined;
+  #key: Promise<SecretKey> | undefined;
   #state: "connecting" | "handshake" | "ready" | "closed" = "connecting";
   #conn: Conn | undefined;
   #outbox: Outbox | undefined;
@@ -548,6 +548,7 @@ class Client implements Ports {
 
   #fail(err: unknown): void {
     this.#state = "closed";
+    clearInterval(this.#ticker);
     this.#reject(err);
     this.#reportError(err);
   }

@@ -437,7 +437,8 @@ export class LineSplitter {
       if (nl < 0) {
         if (this.#discarding || start === chunk.length) return;
         const rest = chunk.subarray(start);
-        if (this.#length + rest.length > max) {
+        // one byte of slack: a "\r" that the next chunk's "\n" will drop
+        if (this.#length + rest.length > max + 1) {
           this.#overflow(onLine);
           return;
         }

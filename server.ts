@@ -5,7 +5,7 @@
  * @module
  */
 import { Emitter } from "./_emitter.ts";
-import { importSecret, newNonce, verify } from "./_auth.ts";
+import { importSecret, newNonce, type SecretKey, verify } from "./_auth.ts";
 import { Outbox } from "./_outbox.ts";
 import {
   AuthError,
@@ -178,7 +178,7 @@ class SeaportServer implements Server {
   #sessions = new Set<Session>();
   #loops = new Set<Promise<void>>();
   #acceptLoop: Promise<void> | undefined;
-  #key: Promise<CryptoKey> | undefined;
+  #key: Promise<SecretKey> | undefined;
   #limits: {
     line: number;
     regs: number;
