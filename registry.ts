@@ -118,16 +118,29 @@ function checkName(name: string, what: string, input: string): void {
   }
 }
 
+const roleCache = new Map<string, Role>();
+const CACHE_MAX = 4096;
+
+/** Remembers a parsed value, forgetting everything when the cache is full. */
+function remember<V>(cache: Map<string, V>, key: string, value: V): V {
+  if (cache.size >= CACHE_MAX) cache.clear();
+  cache.set(key, value);
+  return value;
+}
+
 /**
- * Splits and validates a role `name@version` (version optional).
+ * Splits and validates a role `name@version` (version optional). Parsed roles
+ * are cached.
  *
  * @throws {RegistryError} `INVALID_ROLE` for a bad name or version.
  */
 export function parseRole(role: string): Role {
+  const cached = roleCache.get(role);
+  if (cached !== undefined) return cached;
   const at = role.indexOf("@");
   const name = at < 0 ? role : role.slice(0, at);
   checkName(name, "role", role);
-  if (at < 0) return { name, version: "0.0.0" };
+  if (at < 0) return remember(roleCache, role, { name, version: "0.0.0" });
   const raw = role.slice(at + 1);
   const version = semver.valid(raw);
   if (version === null) {
@@ -136,11 +149,10 @@ export function parseRole(role: string): Role {
       `Invalid role "${role}": "${raw}" is not a semver version such as 1.2.3`,
     );
   }
-  return { name, version };
+  return remember(roleCache, role, { name, version });
 }
 
 const patternCache = new Map<string, Pattern>();
-const PATTERN_CACHE_MAX = 4096;
 
 /**
  * Splits and validates a pattern `name` or `name@range`, with all of semver's
@@ -169,10 +181,7 @@ export function parsePattern(pattern: string): Pattern {
     }
     if (range.range === "") range = null; // "*" or "" matches everything
   }
-  const parsed = { name, range };
-  if (patternCache.size >= PATTERN_CACHE_MAX) patternCache.clear();
-  patternCache.set(pattern, parsed);
-  return parsed;
+  return remember(patternCache, pattern, { name, range });
 }
 
 function matches(p: Pattern, version: string): boolean {

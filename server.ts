@@ -138,7 +138,6 @@ class Session {
   env = "";
   nonce = "";
   authFailures = 0;
-  subscribed = false;
   gets = new Map<number, GetToken>();
   backlog: string[] | undefined;
   lastSeen = Date.now();
@@ -176,6 +175,7 @@ class SeaportServer implements Server {
   #transport: Transport;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
+  #subscribers = new Set<Session>();
   #loops = new Set<Promise<void>>();
   #acceptLoop: Promise<void> | undefined;
   #key: Promise<SecretKey> | undefined;
@@ -353,6 +353,7 @@ class SeaportServer implements Server {
     s.state = State.Closed;
     clearTimeout(s.timer);
     this.#sessions.delete(s);
+    this.#subscribers.delete(s);
     s.conn.close();
     this.#apply(this.#registry.dropOwner(s));
   }
@@ -368,8 +369,7 @@ class SeaportServer implements Server {
 
   #publish(type: RegistryEventType, record: ServiceRecord): void {
     let line: string | undefined;
-    for (const s of this.#sessions) {
-      if (!s.subscribed) continue;
+    for (const s of this.#subscribers) {
       line ??= encode({ ev: type, record });
       s.outbox.send(line);
     }
@@ -530,7 +530,8 @@ class SeaportServer implements Server {
       }
       case "subscribe":
       case "unsubscribe":
-        s.subscribed = req.op === "subscribe";
+        if (req.op === "subscribe") this.#subscribers.add(s);
+        else this.#subscribers.delete(s);
         s.reply(req.id, {});
         return;
       case "ping":
