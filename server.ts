@@ -472,7 +472,7 @@ class SeaportServer implements Server {
       }
       case "ready": {
         const change = reg.ready(s, req.rid);
-        s.reply(req.id, change.record);
+        s.reply(req.id, {});
         this.#apply(change);
         return;
       }
