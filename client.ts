@@ -85,6 +85,16 @@ export interface ConnectOptions {
   transport?: Transport;
 }
 
+/** What {@linkcode Ports.query} asks for, in its options form. */
+export interface QueryOptions {
+  /** `name` or `name@range`; every registration without one. */
+  pattern?: string;
+  /** The environment; default: the client's. */
+  env?: string;
+  /** Every environment (overrides `env`). */
+  all?: boolean;
+}
+
 /** Options of a waiting {@linkcode Ports.get}. */
 export interface GetOptions {
   /** Gives up waiting when aborted, rejecting with the signal's reason. */
@@ -159,6 +169,11 @@ export interface Ports extends AsyncDisposable {
   ): Promise<ServiceRecord[]>;
   /** {@inheritDoc Ports.query} */
   query(
+    options: QueryOptions,
+    cb?: (records: ServiceRecord[]) => void,
+  ): Promise<ServiceRecord[]>;
+  /** {@inheritDoc Ports.query} */
+  query(
     env: string,
     pattern: string | undefined,
     cb?: (records: ServiceRecord[]) => void,
@@ -215,6 +230,8 @@ interface LocalService {
   visible: boolean;
   onPort: ((port: number) => void) | undefined;
   onFail: (err: unknown) => void;
+  /** Rejects the caller's promise if it is still pending; reports nothing. */
+  cancel: (err: unknown) => void;
   readyWaiters: (() => void)[];
   exclude: number[];
 }
@@ -254,6 +271,8 @@ class Client implements Ports {
     | { timer: ReturnType<typeof setTimeout>; wake: () => void }
     | undefined;
   #run: Promise<void>;
+  #closing: Promise<never>;
+  #abort: (err: unknown) => void = () => {};
   #lastHeard = 0;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #tls: TlsClientOptions | undefined;
@@ -279,6 +298,8 @@ class Client implements Ports {
       connect: positive("connectTimeout", opts.connectTimeout, 5000),
       line: positive("maxLineBytes", opts.maxLineBytes, DEFAULT_MAX_LINE_BYTES),
     };
+    this.#closing = new Promise<never>((_, reject) => this.#abort = reject);
+    this.#closing.catch(() => {});
     this.#run = this.#loop();
   }
 
@@ -313,12 +334,14 @@ class Client implements Ports {
         break;
       }
       const reading = this.#read(conn);
+      let failed: unknown = undefined;
       try {
-        await this.#handshake();
+        await this.#handshakeOn(reading);
         attempt = 0;
         this.#up();
       } catch (err) {
         conn.close();
+        failed = err;
         if (err instanceof AuthError) {
           await reading;
           this.#fail(err);
@@ -328,8 +351,42 @@ class Client implements Ports {
       const lost = await reading;
       this.#down();
       if (this.#closed()) break;
-      this.#emitter.emit("disconnect", lost);
+      this.#emitter.emit("disconnect", lost ?? failed);
       await this.#backoff(attempt++);
+    }
+  }
+
+  /**
+   * The handshake, failed when the connection ends before it completes or
+   * when it takes longer than the connect timeout (a server that accepts and
+   * never answers, or answers and hangs up, as a full server does).
+   */
+  async #handshakeOn(reading: Promise<unknown>): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const where = formatEndpoint(this.#ep);
+    const ended = reading.then((reason) => {
+      throw reason ?? new ConnectionError(
+        `The server at ${where} closed the connection during the handshake`,
+      );
+    });
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new TimeoutError(
+              `The server at ${where} did not complete the handshake within ${this.#limits.connect} ms`,
+            ),
+          ),
+        this.#limits.connect,
+      );
+    });
+    const handshake = this.#handshake();
+    handshake.catch(() => {});
+    ended.catch(() => {});
+    try {
+      await Promise.race([handshake, ended, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -338,7 +395,6 @@ class Client implements Ports {
     const attempt = this.#transport.connect(this.#ep, this.#tls);
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        attempt.then((c) => c.close(), () => {});
         reject(
           new TimeoutError(
             `Connecting to ${
@@ -349,7 +405,13 @@ class Client implements Ports {
       }, this.#limits.connect);
     });
     try {
-      const conn = await Promise.race([attempt, timeout]);
+      let conn: Conn;
+      try {
+        conn = await Promise.race([attempt, timeout, this.#closing]);
+      } catch (err) {
+        attempt.then((c) => c.close(), () => {}); // arrives late: not used
+        throw err;
+      }
       if (this.#closed()) return conn; // the caller closes it
       this.#epoch++;
       this.#conn = conn;
@@ -524,11 +586,11 @@ class Client implements Ports {
       svc.visible = false;
       if (!svc.persistent && svc.port !== undefined) {
         this.#services.delete(svc);
-        svc.onFail(
-          new ConnectionError(
-            `The registration of "${svc.role}" on port ${svc.port} ended with the connection`,
-          ),
+        const ended = new ConnectionError(
+          `The registration of "${svc.role}" on port ${svc.port} ended with the connection`,
         );
+        svc.cancel(ended); // allocate() not yet visible: its promise rejects
+        svc.onFail(ended);
       }
     }
   }
@@ -558,7 +620,7 @@ class Client implements Ports {
     this.#pending.clear();
     this.#queue = [];
     for (const p of all) p.reject(err);
-    for (const svc of this.#services) svc.onFail(err);
+    for (const svc of this.#services) svc.cancel(err);
     this.#services.clear();
   }
 
@@ -570,6 +632,7 @@ class Client implements Ports {
     if (!this.#closed()) {
       this.#state = "closed";
       clearInterval(this.#ticker);
+      this.#abort(new ConnectionError("The client was closed", {}, "CLOSED"));
       this.#conn?.close();
       if (this.#sleep !== undefined) {
         clearTimeout(this.#sleep.timer);
@@ -653,7 +716,8 @@ class Client implements Ports {
       },
       reject: (err) => {
         this.#services.delete(svc);
-        svc.onFail(err);
+        if (this.#closed()) svc.cancel(err);
+        else svc.onFail(err);
       },
     });
   }
@@ -741,6 +805,7 @@ class Client implements Ports {
         visible: false,
         readyWaiters: [],
         onFail: reject,
+        cancel: reject,
         onPort: undefined,
         exclude: [],
       };
@@ -829,6 +894,7 @@ class Client implements Ports {
         visible: false,
         readyWaiters: [() => resolve(port)],
         onFail: reject,
+        cancel: reject,
         onPort: undefined,
         exclude: [],
       };
@@ -851,8 +917,11 @@ class Client implements Ports {
       }
       if (svc !== undefined) {
         this.#services.delete(svc);
-        svc.onFail(new ConnectionError(`"${svc.role}" was freed`));
-        if (svc.rid === undefined || svc.epoch !== this.#epoch) return;
+        svc.cancel(new ConnectionError(`"${svc.role}" was freed`));
+        if (
+          svc.rid === undefined || svc.epoch !== this.#epoch ||
+          this.#state !== "ready"
+        ) return; // the server forgets it with the lost connection
         // the server forgot it with the connection it was made on
         await this.#request({ op: "free", rid: svc.rid }, false).catch(
           (err) => {
@@ -870,7 +939,7 @@ class Client implements Ports {
   }
 
   query(
-    a?: string | ((records: ServiceRecord[]) => void),
+    a?: string | QueryOptions | ((records: ServiceRecord[]) => void),
     b?: string | ((records: ServiceRecord[]) => void),
     c?: (records: ServiceRecord[]) => void,
   ): Promise<ServiceRecord[]> {
@@ -879,18 +948,31 @@ class Client implements Ports {
       ? args.pop() as (records: ServiceRecord[]) => void
       : undefined;
     const promise = new Promise<ServiceRecord[]>((resolve, reject) => {
-      if (args.some((x) => typeof x !== "string")) {
-        throw new TypeError("query() takes ([env,] [pattern][, cb])");
+      let opts: QueryOptions;
+      if (args.length === 1 && typeof args[0] === "object" && args[0]) {
+        opts = args[0] as QueryOptions;
+      } else if (args.every((x) => typeof x === "string")) {
+        opts = args.length === 2
+          ? { env: args[0] as string, pattern: args[1] as string }
+          : args.length === 1
+          ? { pattern: args[0] as string }
+          : {};
+      } else {
+        throw new TypeError(
+          "query() takes ([env,] [pattern][, cb]) or ({ pattern, env, all }[, cb])",
+        );
       }
-      const [env, pattern] = args.length === 2
-        ? args as string[]
-        : [undefined, args[0] as string | undefined];
+      const { env, pattern, all } = opts;
       if (pattern !== undefined) parsePattern(pattern);
-      const body: { op: "query"; pattern?: string; env?: string } = {
-        op: "query",
-      };
+      const body: {
+        op: "query";
+        pattern?: string;
+        env?: string;
+        all?: boolean;
+      } = { op: "query" };
       if (pattern !== undefined) body.pattern = pattern;
       if (env !== undefined) body.env = env;
+      if (all === true) body.all = true;
       this.#request(body).then(
         (r) => resolve(r as unknown as ServiceRecord[]),
         reject,

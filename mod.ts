@@ -39,6 +39,7 @@ export type {
   GetOptions,
   Ports,
   PortsEvents,
+  QueryOptions,
   ServiceCallback,
 } from "./client.ts";
 export type {

@@ -442,7 +442,9 @@ export class LineSplitter {
           this.#overflow(onLine);
           return;
         }
-        this.#parts.push(rest);
+        // A copy: the caller may reuse `chunk`, and a view would keep its
+        // whole buffer (64 KiB per read on Deno) alive for every byte.
+        this.#parts.push(rest.slice());
         this.#length += rest.length;
         return;
       }

@@ -203,6 +203,12 @@ function suite(t: Transport): void {
       assert.deepEqual(await dev.query("web"), []);
       assert.equal((await dev.query("prod", "web")).length, 1);
       assert.equal((await prod.query("web")).length, 1);
+      await dev.service("db@1.0.0");
+      const all = await dev.query({ all: true });
+      assert.deepEqual(all.map((r) => `${r.env}/${r.role}`).sort(), [
+        "dev/db",
+        "prod/web",
+      ]);
       assert.equal(s.server.query("web", "prod").length, 1);
       assert.equal(s.server.query("web", "dev").length, 0);
       assert.equal(s.server.query("web").length, 1);
