@@ -1,0 +1,376 @@
+/**
+ * A bounded soak: 100 clients allocate, free, drop their connection and
+ * reconnect at random against one server process; at the end the server holds
+ * exactly what the live clients believe they hold, no port twice, and its
+ * heap is back near its baseline once they are gone. Also: a line dripped
+ * byte by byte does not pin the server's memory.
+ *
+ * `SEAPORT_SOAK_SECONDS` (default 12, split between the transports) sets the
+ * length, `SEAPORT_SOAK_SEED` replays a run; the seed is printed.
+ *
+ * @module
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import process from "node:process";
+import {
+  connect,
+  ConnectionError,
+  type Ports,
+  type ServiceRecord,
+} from "../mod.ts";
+import type { Conn, Listener, Transport } from "../transport.ts";
+import { type Holder, holder } from "./_child.ts";
+import { next, serve, transports, until, within } from "./_helpers.ts";
+import { greeted } from "./_raw.ts";
+
+const CLIENTS = 100;
+/** Registrations one client holds at most. */
+const MAX_HELD = 4;
+/** A range a little larger than what the clients can hold, so ports recycle. */
+const RANGE_SIZE = Math.ceil(CLIENTS * MAX_HELD * 1.5);
+const SECONDS = Number(process.env.SEAPORT_SOAK_SECONDS ?? 12);
+const SEED = Number(
+  process.env.SEAPORT_SOAK_SEED ?? Math.floor(Math.random() * 2 ** 31),
+);
+/** The heap may end at most this far above its warmed-up baseline. */
+const HEAP_SLACK = 2 << 20; // 2 MiB
+const ROLES = ["web", "api", "db", "cache", "queue", "auth", "search", "mail"];
+const fast = { reconnectDelay: 10, maxReconnectDelay: 100 };
+
+/** mulberry32: a small seeded PRNG, so that a run can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The first of `n` consecutive ports that are free on loopback now. */
+async function freeBlock(t: Transport, n: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - n));
+    const held: Listener[] = [];
+    try {
+      for (let i = 0; i < n; i++) {
+        held.push(await t.listen({ hostname: "127.0.0.1", port: base + i }));
+      }
+      return base;
+    } catch {
+      // taken; try another block
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error(`No ${n} consecutive free ports found`);
+}
+
+async function query(server: Holder) {
+  server.send({ cmd: "query" });
+  return await server.next<{ records: ServiceRecord[]; connections: number }>(
+    "query",
+  );
+}
+
+async function heap(server: Holder) {
+  server.send({ cmd: "heap" });
+  const h = await server.next<{ heapUsed: number; external: number }>("heap");
+  return h.heapUsed + h.external;
+}
+
+const MiB = (n: number) => `${(n / 2 ** 20).toFixed(2)} MiB`;
+
+/** One simulated client: what it holds, the listeners serving it. */
+interface Slot {
+  client: Ports;
+  /** The connection it is on now, to drop it. */
+  conn: Conn | undefined;
+  /** port → registration, as this client believes it holds them. */
+  held: Map<number, { role: string; persistent: boolean }>;
+  /** The services' own listeners, by port. */
+  listeners: Map<number, Listener>;
+  errors: unknown[];
+  /** The operation in progress, for failure messages. */
+  doing: string;
+  /** This client's own PRNG: its choices replay from the seed. */
+  random: () => number;
+}
+
+function suite(t: Transport, seconds: number): void {
+  const name = (s: string) => `[${t.name}] ${s}`;
+
+  test(
+    name(
+      `${CLIENTS} churning clients leave exactly their state behind, and the heap returns to its baseline`,
+    ),
+    async () => {
+      const seed = SEED + (t.name === "node" ? 1 : 0);
+      console.log(
+        `[${t.name}] churn: seed ${seed} (SEAPORT_SOAK_SEED=${SEED}), ${seconds} s`,
+      );
+      const low = await freeBlock(t, RANGE_SIZE);
+      await using server = holder("server", {
+        transport: t.name,
+        range: { "*": [low, low + RANGE_SIZE - 1] },
+      }, { gc: true });
+      const { port } = await server.next<{ port: number }>("listening");
+
+      const slots: Slot[] = [];
+      const open = (slot: Slot | undefined): Slot => {
+        const s: Slot = slot ?? {
+          client: undefined as unknown as Ports,
+          conn: undefined,
+          held: new Map(),
+          listeners: new Map(),
+          errors: [],
+          doing: "",
+          random: prng(seed + slots.length * 7919),
+        };
+        const transport: Transport = {
+          name: t.name,
+          listen: (ep, tls) => t.listen(ep, tls),
+          async connect(ep, tls) {
+            const conn = await t.connect(ep, tls);
+            s.conn = conn;
+            return conn;
+          },
+        };
+        s.client = connect("127.0.0.1", port, { transport, ...fast });
+        s.client.on("error", (e) => s.errors.push(e));
+        return s;
+      };
+      const stopListening = (s: Slot, p: number) => {
+        s.listeners.get(p)?.close();
+        s.listeners.delete(p);
+      };
+      const counts = {
+        service: 0,
+        allocate: 0,
+        free: 0,
+        reconnect: 0,
+        drop: 0,
+      };
+
+      /** One random operation of one client, awaited to its end. */
+      const step = async (s: Slot) => {
+        const random = s.random;
+        const pick = <T>(xs: readonly T[]): T =>
+          xs[Math.floor(random() * xs.length)]!;
+        const r = random();
+        let op = r < 0.47
+          ? "register"
+          : r < 0.96
+          ? "free"
+          : r < 0.98
+          ? "reconnect"
+          : "drop";
+        if (op === "register" && s.held.size >= MAX_HELD) op = "free";
+        if (op === "free" && s.held.size === 0) op = "register";
+        if (op === "register") {
+          const persistent = random() < 0.6;
+          const role = `${pick(ROLES)}@1.${Math.floor(random() * 3)}.0`;
+          let listening: Promise<void> = Promise.resolve();
+          const serve = (p: number) => {
+            listening = t.listen({ hostname: "127.0.0.1", port: p })
+              .then((l) => void s.listeners.set(p, l));
+          };
+          s.doing = `${persistent ? "service" : "allocate"}("${role}")`;
+          const p = await (persistent
+            ? s.client.service(role, serve)
+            : s.client.allocate(role, serve));
+          await listening;
+          s.held.set(p, { role: role.split("@")[0]!, persistent });
+          counts[persistent ? "service" : "allocate"]++;
+        } else if (op === "free") {
+          const p = pick([...s.held.keys()]);
+          s.doing = `free(${p})`;
+          await s.client.free(p);
+          s.held.delete(p);
+          stopListening(s, p);
+          counts.free++;
+        } else if (op === "reconnect") {
+          s.doing = "close() and connect() anew";
+          await s.client.close();
+          for (const p of s.listeners.keys()) stopListening(s, p);
+          s.held.clear();
+          open(s);
+          counts.reconnect++;
+        } else if (s.conn !== undefined && s.client.connected) {
+          // The connection drops under the client: service()s come back on
+          // their own, allocate()s end with the connection.
+          s.doing = "dropping the connection";
+          const lost = next(s.client, "disconnect");
+          s.conn.close();
+          await lost;
+          for (const [p, h] of s.held) {
+            if (h.persistent) continue;
+            s.held.delete(p);
+            stopListening(s, p);
+          }
+          counts.drop++;
+        }
+      };
+
+      let failure: unknown = undefined;
+      /** Runs every client's operations while `more()`, or to a failure. */
+      const run = async (label: string, more: (i: number) => boolean) => {
+        await Promise.all(slots.map(async (s, i) => {
+          try {
+            while (failure === undefined && more(i)) {
+              await within(step(s), 10_000, `${label}: ${s.doing}`);
+            }
+          } catch (err) {
+            const why = err instanceof Error ? err.message : String(err);
+            failure ??= new Error(
+              `${label}, client ${i}, ${s.doing}: ${why} (seed ${seed})`,
+              { cause: err },
+            );
+          }
+        }));
+        if (failure !== undefined) throw failure;
+      };
+      const closeAll = async () => {
+        await Promise.all(slots.map((s) => s.client.close()));
+        for (const s of slots) {
+          for (const p of s.listeners.keys()) stopListening(s, p);
+          s.held.clear();
+        }
+      };
+      const settle = async () => {
+        let q = await query(server);
+        const deadline = Date.now() + 10_000;
+        while (q.connections > 0 && Date.now() < deadline) {
+          q = await query(server); // a round trip each: no event to wait for
+        }
+        return q;
+      };
+
+      try {
+        // Warm up, so that one-time allocations (code, caches, tables) are
+        // in the baseline, then measure it with nobody connected.
+        for (let i = 0; i < CLIENTS; i++) slots.push(open(undefined));
+        const done = slots.map(() => 0);
+        await run("warm-up", (i) => done[i]!++ < 5);
+        await closeAll();
+        let q = await settle();
+        assert.equal(q.connections, 0);
+        assert.deepEqual(q.records, []);
+        const baseline = await heap(server);
+
+        for (const s of slots) open(s);
+        const deadline = Date.now() + seconds * 1000;
+        let peak = 0;
+        const [soak, sampling] = await Promise.allSettled([
+          run("soak", () => Date.now() < deadline),
+          (async () => {
+            while (Date.now() < deadline && failure === undefined) {
+              peak = Math.max(peak, await heap(server));
+              // a sampling interval: a full GC in the server each time
+              await new Promise((resolve) => setTimeout(resolve, 250));
+            }
+          })(),
+        ]);
+        if (soak.status === "rejected") throw soak.reason;
+        if (sampling.status === "rejected") throw sampling.reason;
+
+        await until(
+          () => slots.every((s) => s.client.connected),
+          "every client to be connected",
+          10_000,
+        );
+        await Promise.all(slots.map((s) => s.client.query("none")));
+        const { records } = await query(server);
+        const believed = slots.flatMap((s) =>
+          [...s.held].map(([p, h]) => `${h.role}:${p}`)
+        ).sort();
+        const actual = records.map((r) => `${r.role}:${r.port}`).sort();
+        const ops = Object.entries(counts).map(([k, v]) => `${v} ${k}`);
+        console.log(
+          `[${t.name}] churn: ${
+            ops.join(", ")
+          }; ${actual.length} registrations at the end`,
+        );
+        assert.deepEqual(actual, believed);
+        assert.equal(new Set(records.map((r) => r.port)).size, records.length);
+
+        await closeAll();
+        q = await settle();
+        assert.equal(q.connections, 0);
+        assert.deepEqual(q.records, []);
+        const after = await heap(server);
+        console.log(
+          `[${t.name}] churn: server heap (used + external, after GC) ${
+            MiB(baseline)
+          } at the baseline, ${MiB(peak)} at the peak, ${MiB(after)} after`,
+        );
+        assert.ok(
+          after - baseline < HEAP_SLACK,
+          `the heap grew by ${MiB(after - baseline)}`,
+        );
+        // The one failure no promise reports: an allocate() that ended with a
+        // dropped connection. Nothing else is an error.
+        const unexpected = slots.flatMap((s) => s.errors).filter((e) =>
+          !(e instanceof ConnectionError &&
+            / ended with the connection$/.test(e.message))
+        );
+        assert.deepEqual(unexpected.slice(0, 3), [], `${unexpected.length}`);
+      } finally {
+        await closeAll();
+      }
+    },
+  );
+
+  test(
+    name("free() and close() report no error event"),
+    async () => {
+      await using s = await serve(t);
+      const c = s.client();
+      const errors: unknown[] = [];
+      c.on("error", (e) => errors.push(e));
+      const a = await c.service("a@1.0.0");
+      await c.service("b@1.0.0", () => {});
+      await c.allocate("c@1.0.0");
+      await c.free(a);
+      await c.close();
+      assert.deepEqual(errors, []);
+    },
+  );
+
+  test(
+    name("a line dripped byte by byte does not pin the server's memory"),
+    async () => {
+      await using server = holder("server", { transport: t.name }, {
+        gc: true,
+      });
+      const { port } = await server.next<{ port: number }>("listening");
+      await using r = await greeted(t, port);
+      const before = await heap(server);
+      const BYTES = 300;
+      for (let i = 0; i < BYTES; i++) {
+        await r.send("x");
+        // Pacing, not waiting for an event: one byte per TCP segment, as a
+        // slow or hostile client sends them. No reply exists to wait for.
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      const during = await heap(server);
+      console.log(
+        `[${t.name}] ${BYTES} bytes of one line, one per packet: the server's heap grew by ${
+          MiB(during - before)
+        }`,
+      );
+      assert.ok(
+        during - before < HEAP_SLACK,
+        `${BYTES} buffered bytes hold ${MiB(during - before)}`,
+      );
+      await r.send("\n");
+      assert.equal((await r.next()).id, null); // not JSON: answered, alive
+    },
+  );
+}
+
+const all = transports();
+for (const t of all) suite(t, SECONDS / all.length);
