@@ -426,7 +426,7 @@ class Client implements Ports {
   /** Reads until the connection ends; resolves with the reason, if any. */
   async #read(conn: Conn): Promise<unknown> {
     const splitter = new LineSplitter(this.#limits.line);
-    const reader = conn.readable.getReader();
+
     let reason: unknown = undefined;
     const onLine = (line: string | typeof LINE_TOO_LONG) => {
       if (line === LINE_TOO_LONG) {
@@ -446,10 +446,10 @@ class Client implements Ports {
     };
     try {
       while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
+        const chunk = await conn.read();
+        if (chunk === null) break;
         this.#lastHeard = Date.now();
-        splitter.push(value, onLine);
+        splitter.push(chunk, onLine);
       }
     } catch (err) {
       reason = err;

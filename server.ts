@@ -325,13 +325,12 @@ class SeaportServer implements Server {
     }, this.#limits.handshake);
     const splitter = new LineSplitter(this.#limits.line);
     const onLine = (line: string | typeof LINE_TOO_LONG) => this.#line(s, line);
-    const reader = conn.readable.getReader();
     try {
       while (s.state !== State.Closed) {
-        const { value, done } = await reader.read();
-        if (done) break;
+        const chunk = await conn.read();
+        if (chunk === null) break;
         s.lastSeen = Date.now();
-        splitter.push(value, onLine);
+        splitter.push(chunk, onLine);
       }
     } catch {
       // a reset connection ends like a closed one

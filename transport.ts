@@ -26,7 +26,16 @@ export interface Conn {
   readonly localAddr: Addr;
   /** The peer's address. */
   readonly remoteAddr: Addr;
-  /** The bytes the peer sends; closes when the peer ends the connection. */
+  /**
+   * The next bytes the peer sent, or `null` once it ended the connection. The
+   * bytes are valid until the next call (the buffer is reused): the fast path
+   * the server and client read with. Rejects when the connection fails.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * The same bytes as a Web Stream (copies). Use either this or `read()`, not
+   * both.
+   */
   readonly readable: ReadableStream<Uint8Array>;
   /** Writes bytes; callers keep one write in flight at a time. */
   write(data: Uint8Array): Promise<void>;
@@ -113,8 +122,8 @@ interface DenoNetAddr {
 interface DenoConn {
   readonly localAddr: DenoNetAddr;
   readonly remoteAddr: DenoNetAddr;
-  readonly readable: ReadableStream<Uint8Array>;
-  readonly writable: WritableStream<Uint8Array>;
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
   setNoDelay?(noDelay?: boolean): void;
   close(): void;
   handshake?(): Promise<unknown>;
@@ -145,18 +154,54 @@ function addrOf(a: DenoNetAddr): Addr {
   return { hostname: normalizeHost(a.hostname), port: a.port };
 }
 
+/** A Web Stream over a `read()` that reuses its buffer. */
+function streamOf(conn: Pick<Conn, "read" | "close">): ReadableStream<
+  Uint8Array
+> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const chunk = await conn.read();
+      if (chunk === null) controller.close();
+      else controller.enqueue(chunk.slice());
+    },
+    cancel() {
+      conn.close();
+    },
+  });
+}
+
+const READ_BUFFER = 64 * 1024;
+
+// Deno's own read()/write() with one reused buffer: no per-read allocation,
+// a third of the round-trip time of its Web Streams on loopback.
 function wrapDenoConn(c: DenoConn): Conn {
   try {
     c.setNoDelay?.(true);
   } catch { /* closed already */ }
-  const writer = c.writable.getWriter();
-  writer.closed.catch(() => {});
   let closed = false;
-  return {
+  let buf: Uint8Array | undefined;
+  let stream: ReadableStream<Uint8Array> | undefined;
+  const conn: Conn = {
     localAddr: addrOf(c.localAddr),
     remoteAddr: addrOf(c.remoteAddr),
-    readable: c.readable,
-    write: (data) => writer.write(data),
+    async read() {
+      if (closed) return null;
+      buf ??= new Uint8Array(READ_BUFFER);
+      try {
+        const n = await c.read(buf);
+        return n === null ? null : buf.subarray(0, n);
+      } catch (err) {
+        if (closed) return null;
+        throw err;
+      }
+    },
+    get readable() {
+      return stream ??= streamOf(conn);
+    },
+    async write(data) {
+      let off = 0;
+      while (off < data.length) off += await c.write(data.subarray(off));
+    },
     close() {
       if (closed) return;
       closed = true;
@@ -165,6 +210,7 @@ function wrapDenoConn(c: DenoConn): Conn {
       } catch { /* already closed */ }
     },
   };
+  return conn;
 }
 
 /** A transport over `Deno.listen` and `Deno.connect`. */
@@ -232,41 +278,54 @@ function loadNodeTls(): Promise<typeof NodeTls> {
   return nodeTls ??= import("node:tls");
 }
 
+/** Chunks waiting to be read are bounded; past this the socket pauses. */
+const NODE_QUEUE = 16;
+
 function wrapNodeSocket(s: NodeNet.Socket): Conn {
   s.setNoDelay(true);
-  let done = false;
-  const readable = new ReadableStream<Uint8Array>({
-    start(controller) {
-      s.on("data", (d: Uint8Array) => {
-        if (done) return;
-        controller.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.length));
-        if ((controller.desiredSize ?? 1) <= 0) s.pause();
-      });
-      s.on("end", () => {
-        if (done) return;
-        done = true;
-        controller.close();
-      });
-      s.on("close", () => {
-        if (done) return;
-        done = true;
-        controller.close();
-      });
-      s.on("error", (err) => {
-        if (done) return;
-        done = true;
-        controller.error(err);
-      });
+  const chunks: Uint8Array[] = [];
+  let ended = false;
+  let failure: unknown = undefined;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  s.on("data", (d: Uint8Array) => {
+    chunks.push(d);
+    if (chunks.length >= NODE_QUEUE) s.pause();
+    notify();
+  });
+  s.on("end", () => {
+    ended = true;
+    notify();
+  });
+  s.on("close", () => {
+    ended = true;
+    notify();
+  });
+  s.on("error", (err) => {
+    failure ??= err;
+    notify();
+  });
+  let stream: ReadableStream<Uint8Array> | undefined;
+  const conn: Conn = {
+    async read() {
+      while (true) {
+        const chunk = chunks.shift();
+        if (chunk !== undefined) {
+          if (chunks.length < NODE_QUEUE / 2 && s.isPaused()) s.resume();
+          return chunk;
+        }
+        if (failure !== undefined) throw failure;
+        if (ended) return null;
+        await new Promise<void>((resolve) => wake = resolve);
+      }
     },
-    pull() {
-      s.resume();
+    get readable() {
+      return stream ??= streamOf(conn);
     },
-    cancel() {
-      done = true;
-      s.destroy();
-    },
-  }, { highWaterMark: 16 });
-  return {
     localAddr: {
       hostname: normalizeHost(s.localAddress ?? ""),
       port: s.localPort ?? 0,
@@ -275,7 +334,6 @@ function wrapNodeSocket(s: NodeNet.Socket): Conn {
       hostname: normalizeHost(s.remoteAddress ?? ""),
       port: s.remotePort ?? 0,
     },
-    readable,
     write(data) {
       return new Promise((resolve, reject) => {
         if (s.destroyed) {
@@ -289,6 +347,7 @@ function wrapNodeSocket(s: NodeNet.Socket): Conn {
       s.destroy();
     },
   };
+  return conn;
 }
 
 /** A transport over `node:net`, loaded on first use. */

@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConnectionError, type Ports } from "../mod.ts";
-import type { Transport } from "../transport.ts";
+import type { Conn, Transport } from "../transport.ts";
 import { next, serve, transports, until, within } from "./_helpers.ts";
 
 const fast = { reconnectDelay: 20, maxReconnectDelay: 100 };
@@ -126,10 +126,26 @@ function suite(t: Transport): void {
         listen: (ep, tls) => t.listen(ep, tls),
         async connect(ep, tls) {
           const conn = await t.connect(ep, tls);
-          const [mine, theirs] = conn.readable.tee();
-          theirs.pipeTo(new WritableStream()).catch(() => {})
-            .finally(() => ended++);
-          return { ...conn, readable: mine };
+          const counted: Conn = {
+            localAddr: conn.localAddr,
+            remoteAddr: conn.remoteAddr,
+            get readable() {
+              return conn.readable;
+            },
+            async read() {
+              try {
+                const chunk = await conn.read();
+                if (chunk === null) ended++;
+                return chunk;
+              } catch (err) {
+                ended++;
+                throw err;
+              }
+            },
+            write: (data) => conn.write(data),
+            close: () => conn.close(),
+          };
+          return counted;
         },
       };
       const c = s.client({ transport: counting, ...fast });
