@@ -234,6 +234,8 @@ interface LocalService {
   cancel: (err: unknown) => void;
   readyWaiters: (() => void)[];
   exclude: number[];
+  /** Ready as soon as allocated (no `ready` argument in the callback). */
+  auto: boolean;
 }
 
 /** Allocations whose port cannot be bound are retried this often at most. */
@@ -668,8 +670,10 @@ class Client implements Ports {
     const epoch = this.#epoch;
     const meta = svc.meta === undefined ? {} : { meta: svc.meta };
     const exclude = svc.exclude.length > 0 ? { exclude: svc.exclude } : {};
+    // Without a probe, an automatic ready rides along with the allocation.
+    const now = svc.auto && this.#opts.probe === false ? { ready: true } : {};
     const body: Body = svc.port === undefined
-      ? { op: "allocate", role: svc.role, ...meta, ...exclude }
+      ? { op: "allocate", role: svc.role, ...meta, ...exclude, ...now }
       : svc.wantReady
       ? { op: "assume", role: svc.role, port: svc.port, ...meta }
       : { op: "allocate", role: svc.role, port: svc.port, ...meta };
@@ -683,11 +687,12 @@ class Client implements Ports {
           this.#services.has(svc) &&
           !(await this.#canBind((result as { port: number }).port))
         ) {
-          if (this.#epoch !== epoch) return; // reconnected: asserted again
+          if (this.#epoch !== epoch || !this.connected) return; // re-asserted
           this.#probeFailed(svc, result as unknown as ServiceRecord);
           return;
         }
-        if (this.#epoch !== epoch) return;
+        // the connection was lost while probing: reconnecting asserts it again
+        if (this.#epoch !== epoch || !this.connected) return;
         if (!this.#services.has(svc)) {
           // freed while the request was in flight
           const rid = (result as { id: string }).id;
@@ -703,7 +708,8 @@ class Client implements Ports {
         const record = result as unknown as ServiceRecord;
         svc.rid = record.id;
         svc.epoch = epoch;
-        if (body.op === "assume") {
+        if (body.op === "assume" || (body.op === "allocate" && body.ready)) {
+          svc.wantReady = true;
           this.#visible(svc);
         } else if (svc.wantReady) {
           this.#sendReady(svc);
@@ -808,6 +814,7 @@ class Client implements Ports {
         cancel: reject,
         onPort: undefined,
         exclude: [],
+        auto,
       };
       const ready = (): Promise<void> => {
         if (svc.visible) return Promise.resolve();
@@ -897,6 +904,7 @@ class Client implements Ports {
         cancel: reject,
         onPort: undefined,
         exclude: [],
+        auto: false,
       };
       this.#services.add(svc);
       this.#assert(svc);

@@ -41,6 +41,8 @@ export interface AllocateRequest extends Base {
   readonly meta?: Meta;
   readonly port?: number;
   readonly exclude?: number[];
+  /** Make it visible at once, as `ready` would. */
+  readonly ready?: boolean;
 }
 /** `ready`: make a reservation visible. */
 export interface ReadyRequest extends Base {
@@ -239,7 +241,14 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
         meta?: Meta;
         port?: number;
         exclude?: number[];
+        ready?: boolean;
       } = { id, op, role: str(o, "role") };
+      if (o.ready !== undefined) {
+        if (typeof o.ready !== "boolean") {
+          throw new Bad(`"ready" must be a boolean`);
+        }
+        r.ready = o.ready;
+      }
       const m = meta(o);
       if (m !== undefined) r.meta = m;
       if (o.port !== undefined) r.port = port(o, "port");

@@ -119,7 +119,7 @@ function checkName(name: string, what: string, input: string): void {
 }
 
 const roleCache = new Map<string, Role>();
-const CACHE_MAX = 4096;
+const CACHE_MAX = 65536;
 
 /** Remembers a parsed value, forgetting everything when the cache is full. */
 function remember<V>(cache: Map<string, V>, key: string, value: V): V {
@@ -551,8 +551,14 @@ export class Registry<O, T = unknown> {
   #match(slot: Slot<O, T> | undefined, p: Pattern): ServiceRecord[] {
     const out: ServiceRecord[] = [];
     if (slot === undefined) return out;
+    // Each distinct version is tested once: a role has few versions and many
+    // registrations, and semver's test parses the version every time.
+    const seen = new Map<string, boolean>();
     for (const e of slot.visible) {
-      if (matches(p, e.record.version)) out.push(e.record);
+      const v = e.record.version;
+      let ok = seen.get(v);
+      if (ok === undefined) seen.set(v, ok = matches(p, v));
+      if (ok) out.push(e.record);
     }
     return out;
   }

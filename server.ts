@@ -467,6 +467,7 @@ class SeaportServer implements Server {
           ...(req.exclude !== undefined ? { exclude: req.exclude } : {}),
         });
         s.reply(req.id, record);
+        if (req.ready === true) this.#apply(reg.ready(s, record.id));
         return;
       }
       case "ready": {

@@ -93,6 +93,7 @@ test("parseRequest accepts every operation with valid fields", () => {
       exclude: [5],
     },
     { id: 3, op: "ready", rid: "x-1" },
+    { id: 31, op: "allocate", role: "web", port: 7, ready: true },
     { id: 4, op: "assume", role: "web", port: 8080 },
     { id: 5, op: "free", rid: "x-1" },
     { id: 6, op: "free", port: 8080 },
