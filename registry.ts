@@ -118,8 +118,8 @@ function checkName(name: string, what: string, input: string): void {
   }
 }
 
-const roleCache = new Map<string, Role>();
-const CACHE_MAX = 65536;
+const versionCache = new Map<string, string>();
+const CACHE_MAX = 4096;
 
 /** Remembers a parsed value, forgetting everything when the cache is full. */
 function remember<V>(cache: Map<string, V>, key: string, value: V): V {
@@ -129,27 +129,26 @@ function remember<V>(cache: Map<string, V>, key: string, value: V): V {
 }
 
 /**
- * Splits and validates a role `name@version` (version optional). Parsed roles
- * are cached.
+ * Splits and validates a role `name@version` (version optional). Parsed
+ * versions are cached (a cluster has few).
  *
  * @throws {RegistryError} `INVALID_ROLE` for a bad name or version.
  */
 export function parseRole(role: string): Role {
-  const cached = roleCache.get(role);
-  if (cached !== undefined) return cached;
   const at = role.indexOf("@");
   const name = at < 0 ? role : role.slice(0, at);
   checkName(name, "role", role);
-  if (at < 0) return remember(roleCache, role, { name, version: "0.0.0" });
+  if (at < 0) return { name, version: "0.0.0" };
   const raw = role.slice(at + 1);
-  const version = semver.valid(raw);
+  const version = versionCache.get(raw) ?? semver.valid(raw);
   if (version === null) {
     throw new RegistryError(
       "INVALID_ROLE",
       `Invalid role "${role}": "${raw}" is not a semver version such as 1.2.3`,
     );
   }
-  return remember(roleCache, role, { name, version });
+  if (versionCache.get(raw) === undefined) remember(versionCache, raw, version);
+  return { name, version };
 }
 
 const patternCache = new Map<string, Pattern>();
@@ -188,11 +187,54 @@ function matches(p: Pattern, version: string): boolean {
   return p.range === null || p.range.test(version);
 }
 
-interface Entry<O, T> {
-  readonly record: ServiceRecord;
-  readonly owner: O;
-  readonly slot: Slot<O, T>;
-  visible: boolean;
+/**
+ * A registration is its record itself: the registry's bookkeeping lives in
+ * private fields, which JSON, spreads and property listings never see, so no
+ * second object per registration is needed.
+ */
+class Entry<O, T> {
+  [key: string]: JsonValue | undefined;
+  host: string;
+  port: number;
+  role: string;
+  version: string;
+  env: string;
+  id: string;
+  readonly #owner: O;
+  readonly #slot: Slot<O, T>;
+  #shown = false;
+
+  constructor(
+    host: string,
+    port: number,
+    slot: Slot<O, T>,
+    version: string,
+    env: string,
+    id: string,
+    owner: O,
+  ) {
+    this.host = host;
+    this.port = port;
+    this.role = slot.name;
+    this.version = version;
+    this.env = env;
+    this.id = id;
+    this.#owner = owner;
+    this.#slot = slot;
+  }
+
+  static owner<O, T>(e: Entry<O, T>): O {
+    return e.#owner;
+  }
+  static slot<O, T>(e: Entry<O, T>): Slot<O, T> {
+    return e.#slot;
+  }
+  static shown<O, T>(e: Entry<O, T>): boolean {
+    return e.#shown;
+  }
+  static show<O, T>(e: Entry<O, T>): void {
+    e.#shown = true;
+  }
 }
 
 /** Everything about one role name in one environment. */
@@ -368,51 +410,47 @@ export class Registry<O, T = unknown> {
     t: HostTable<O, T>,
   ): Entry<O, T> {
     const slot = this.#slot(input.env, name);
-    const record: { [key: string]: JsonValue } = {
-      host: input.host,
+    const entry = new Entry<O, T>(
+      input.host,
       port,
-      role: slot.name,
-      version: this.#version(version),
-      env: input.env,
-      id: this.#newId(),
-    };
+      slot,
+      this.#version(version),
+      input.env,
+      this.#newId(),
+      owner,
+    );
     if (input.meta !== undefined) {
+      const extra = entry as unknown as { [key: string]: JsonValue };
       for (const k of Object.keys(input.meta)) {
-        if (!RESERVED_KEYS.has(k)) record[k] = input.meta[k] as JsonValue;
+        if (!RESERVED_KEYS.has(k)) extra[k] = input.meta[k] as JsonValue;
       }
     }
-    const entry: Entry<O, T> = {
-      record: record as unknown as ServiceRecord,
-      owner,
-      slot,
-      visible: false,
-    };
     slot.refs++;
     this.#size++;
     t.ports.set(port, entry);
     if (port >= t.low && port <= t.high) t.inRange++;
     let mine = this.#byOwner.get(owner);
     if (mine === undefined) this.#byOwner.set(owner, mine = new Map());
-    mine.set(entry.record.id, entry);
+    mine.set(entry.id, entry);
     return entry;
   }
 
   #show(entry: Entry<O, T>, type: RegistryEventType): ChangeResult<T> {
-    entry.visible = true;
-    entry.slot.visible.add(entry);
+    Entry.show(entry);
+    Entry.slot(entry).visible.add(entry);
     return {
-      record: entry.record,
-      events: [{ type, record: entry.record }],
+      record: entry,
+      events: [{ type, record: entry }],
       woken: this.#wake(entry),
     };
   }
 
   #wake(entry: Entry<O, T>): Wakeup<T>[] {
-    const { waiters } = entry.slot;
+    const { waiters } = Entry.slot(entry);
     if (waiters.size === 0) return [];
     const woken: Wakeup<T>[] = [];
     for (const w of waiters) {
-      if (!matches(w.pattern, entry.record.version)) continue;
+      if (!matches(w.pattern, entry.version)) continue;
       this.#dropWaiter(w);
       woken.push({ token: w.token, records: this.#match(w.slot, w.pattern) });
     }
@@ -420,17 +458,18 @@ export class Registry<O, T = unknown> {
   }
 
   #remove(entry: Entry<O, T>, events: RegistryEvent[]): void {
-    const { record, slot } = entry;
+    const record: ServiceRecord = entry;
+    const slot = Entry.slot(entry);
     this.#size--;
     const t = this.#hosts.get(record.host);
     if (t !== undefined && t.ports.get(record.port) === entry) {
       t.ports.delete(record.port);
       if (record.port >= t.low && record.port <= t.high) t.inRange--;
     }
-    const mine = this.#byOwner.get(entry.owner);
+    const mine = this.#byOwner.get(Entry.owner(entry));
     mine?.delete(record.id);
-    if (mine?.size === 0) this.#byOwner.delete(entry.owner);
-    if (entry.visible) {
+    if (mine?.size === 0) this.#byOwner.delete(Entry.owner(entry));
+    if (Entry.shown(entry)) {
       slot.visible.delete(entry);
       events.push({ type: "free", record });
     }
@@ -465,7 +504,7 @@ export class Registry<O, T = unknown> {
         `Cannot reserve port ${port} on ${input.host} for "${input.role}": it is held by another registration`,
       );
     }
-    return this.#insert(owner, input, role, port, t).record;
+    return this.#insert(owner, input, role, port, t);
   }
 
   /**
@@ -483,7 +522,7 @@ export class Registry<O, T = unknown> {
         `Cannot mark "${id}" ready: no such registration on this connection`,
       );
     }
-    if (entry.visible) return { record: entry.record, events: [], woken: [] };
+    if (Entry.shown(entry)) return { record: entry, events: [], woken: [] };
     return this.#show(entry, "allocate");
   }
 
@@ -520,7 +559,7 @@ export class Registry<O, T = unknown> {
     const entry = "id" in target
       ? this.#byOwner.get(owner)?.get(target.id)
       : this.#hosts.get(target.host)?.ports.get(target.port);
-    if (entry === undefined || entry.owner !== owner) {
+    if (entry === undefined || Entry.owner(entry) !== owner) {
       const what = "id" in target
         ? `"${target.id}"`
         : `port ${target.port} on ${target.host}`;
@@ -531,7 +570,7 @@ export class Registry<O, T = unknown> {
     }
     const events: RegistryEvent[] = [];
     this.#remove(entry, events);
-    return { record: entry.record, events, woken: [] };
+    return { record: entry, events, woken: [] };
   }
 
   /** Frees everything an owner holds and cancels its waiting gets. */
@@ -555,10 +594,10 @@ export class Registry<O, T = unknown> {
     // registrations, and semver's test parses the version every time.
     const seen = new Map<string, boolean>();
     for (const e of slot.visible) {
-      const v = e.record.version;
+      const v = e.version;
       let ok = seen.get(v);
       if (ok === undefined) seen.set(v, ok = matches(p, v));
-      if (ok) out.push(e.record);
+      if (ok) out.push(e);
     }
     return out;
   }
@@ -580,7 +619,7 @@ export class Registry<O, T = unknown> {
     for (const slot of this.#slots.values()) {
       if (p !== undefined && slot.name !== p.name) continue;
       for (const e of slot.visible) {
-        const r = e.record;
+        const r = e;
         if (env !== undefined && r.env !== env) break;
         if (p === undefined || matches(p, r.version)) out.push(r);
       }
