@@ -56,7 +56,7 @@ export interface ConnectOptions {
   env?: string;
   /** Milliseconds before the first reconnect attempt, at most. Default: 100. */
   reconnectDelay?: number;
-  /** The cap of the exponential reconnect backoff, in ms. Default: 2000. */
+  /** The cap of the exponential reconnect backoff, in ms. Default: 1000. */
   maxReconnectDelay?: number;
   /** Milliseconds one connection attempt may take. Default: 5000. */
   connectTimeout?: number;
@@ -296,7 +296,7 @@ class Client implements Ports {
     this.#tls = opts.tls === true ? {} : opts.tls || undefined;
     this.#limits = {
       min: positive("reconnectDelay", opts.reconnectDelay, 100),
-      max: positive("maxReconnectDelay", opts.maxReconnectDelay, 2000),
+      max: positive("maxReconnectDelay", opts.maxReconnectDelay, 1000),
       connect: positive("connectTimeout", opts.connectTimeout, 5000),
       line: positive("maxLineBytes", opts.maxLineBytes, DEFAULT_MAX_LINE_BYTES),
     };

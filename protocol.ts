@@ -125,7 +125,8 @@ export interface Invalid {
   readonly error: WireError;
 }
 
-const OPS: ReadonlySet<string> = new Set([
+/** Every operation a client may send. */
+export const OPERATIONS: readonly Op[] = [
   "hello",
   "auth",
   "allocate",
@@ -138,7 +139,9 @@ const OPS: ReadonlySet<string> = new Set([
   "subscribe",
   "unsubscribe",
   "ping",
-]);
+];
+
+const OPS: ReadonlySet<string> = new Set(OPERATIONS);
 
 const FORBIDDEN_KEYS: ReadonlySet<string> = new Set([
   "__proto__",

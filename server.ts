@@ -26,7 +26,9 @@ import {
 } from "./protocol.ts";
 import {
   type ChangeResult,
+  type Meta,
   type RangeOption,
+  type RegistrationInput,
   Registry,
   type RegistryEventType,
   type ServiceRecord,
@@ -455,14 +457,7 @@ class SeaportServer implements Server {
       case "auth":
         throw new ProtocolError("PROTOCOL", `"${req.op}" was already done`);
       case "allocate": {
-        this.#checkRegs(s);
-        const input = {
-          env: s.env,
-          role: req.role,
-          host: s.host,
-          meta: req.meta,
-        };
-        const record = reg.allocate(s, input, {
+        const record = reg.allocate(s, this.#input(s, req), {
           port: req.port,
           ...(req.exclude !== undefined ? { exclude: req.exclude } : {}),
         });
@@ -477,14 +472,7 @@ class SeaportServer implements Server {
         return;
       }
       case "assume": {
-        this.#checkRegs(s);
-        const input = {
-          env: s.env,
-          role: req.role,
-          host: s.host,
-          meta: req.meta,
-        };
-        const change = reg.assume(s, input, req.port);
+        const change = reg.assume(s, this.#input(s, req), req.port);
         s.reply(req.id, change.record);
         this.#apply(change);
         return;
@@ -538,6 +526,15 @@ class SeaportServer implements Server {
         s.reply(req.id, {});
         return;
     }
+  }
+
+  /** What a registration request asks for, once the limit is checked. */
+  #input(
+    s: Session,
+    req: { role: string; meta?: Meta | undefined },
+  ): RegistrationInput {
+    this.#checkRegs(s);
+    return { env: s.env, role: req.role, host: s.host, meta: req.meta };
   }
 
   #checkRegs(s: Session): void {

@@ -9,9 +9,43 @@ import type { ConnectOptions, Ports, Server, ServerOptions } from "../mod.ts";
 import {
   denoNamespace,
   denoTransport,
+  type Listener,
   nodeTransport,
   type Transport,
 } from "../transport.ts";
+
+/** Reconnect quickly: for tests that stop and restart servers. */
+export const fast = { reconnectDelay: 20, maxReconnectDelay: 100 };
+
+/** A free port: bound once and released. */
+export async function freePort(t: Transport): Promise<number> {
+  const l = await t.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+/**
+ * The first of `n` consecutive ports that are free on loopback now, between
+ * the default range (10000-20000) and the usual ephemeral ports (32768 up).
+ */
+export async function freeBlock(t: Transport, n: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - n));
+    const held: Listener[] = [];
+    try {
+      for (let i = 0; i < n; i++) {
+        held.push(await t.listen({ hostname: "127.0.0.1", port: base + i }));
+      }
+      return base;
+    } catch {
+      // taken; try another block
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error(`No ${n} consecutive free ports found`);
+}
 
 /** The runtime the tests run on. */
 export const runtime: "deno" | "node" = denoNamespace() ? "deno" : "node";

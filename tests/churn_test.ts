@@ -21,7 +21,14 @@ import {
 } from "../mod.ts";
 import type { Conn, Listener, Transport } from "../transport.ts";
 import { type Holder, holder } from "./_child.ts";
-import { next, serve, transports, until, within } from "./_helpers.ts";
+import {
+  freeBlock,
+  next,
+  serve,
+  transports,
+  until,
+  within,
+} from "./_helpers.ts";
 import { greeted } from "./_raw.ts";
 
 const CLIENTS = 100;
@@ -48,25 +55,6 @@ function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-/** The first of `n` consecutive ports that are free on loopback now. */
-async function freeBlock(t: Transport, n: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * (12_000 - n));
-    const held: Listener[] = [];
-    try {
-      for (let i = 0; i < n; i++) {
-        held.push(await t.listen({ hostname: "127.0.0.1", port: base + i }));
-      }
-      return base;
-    } catch {
-      // taken; try another block
-    } finally {
-      for (const l of held) l.close();
-    }
-  }
-  throw new Error(`No ${n} consecutive free ports found`);
 }
 
 async function query(server: Holder) {

@@ -12,26 +12,13 @@ import {
   isInvalid,
   LINE_TOO_LONG,
   LineSplitter,
+  OPERATIONS,
   parseRequest,
 } from "../protocol.ts";
 import type { Transport } from "../transport.ts";
 import { serve, transports, within } from "./_helpers.ts";
 import { greeted } from "./_raw.ts";
 
-const OPS = [
-  "hello",
-  "auth",
-  "allocate",
-  "ready",
-  "assume",
-  "free",
-  "query",
-  "get",
-  "cancel",
-  "subscribe",
-  "unsubscribe",
-  "ping",
-] as const;
 const FORBIDDEN = ["__proto__", "constructor", "prototype"];
 
 const enc = new TextEncoder();
@@ -148,7 +135,7 @@ test("LineSplitter keeps no reference to a chunk after push() returns", () => {
 // ---- request validation ----
 
 const CODES = new Set(["PROTOCOL", "BAD_REQUEST"]);
-const OP_SET: ReadonlySet<string> = new Set(OPS);
+const OP_SET: ReadonlySet<string> = new Set(OPERATIONS);
 
 /** Checks the contract of parseRequest for one line. */
 function checkParsed(line: string): void {
@@ -195,7 +182,7 @@ const fieldValue = fc.oneof(
 /** Objects shaped like requests: a known or random op, random fields. */
 const requestish = fc.record({
   id: fc.oneof(fc.nat(), fieldValue),
-  op: fc.oneof(fc.constantFrom(...OPS), fc.string({ maxLength: 12 })),
+  op: fc.oneof(fc.constantFrom(...OPERATIONS), fc.string({ maxLength: 12 })),
   v: fieldValue,
   env: fieldValue,
   advertise: fieldValue,

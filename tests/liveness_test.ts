@@ -15,7 +15,7 @@ import { LINE_TOO_LONG, LineSplitter } from "../protocol.ts";
 import type { Conn, Transport } from "../transport.ts";
 import { holder } from "./_child.ts";
 import { greeted } from "./_raw.ts";
-import { next, serve, transports, until, within } from "./_helpers.ts";
+import { fast, next, serve, transports, until, within } from "./_helpers.ts";
 
 /** The server's heartbeat and timeout in these tests, in ms. */
 const HEARTBEAT = 200;
@@ -24,7 +24,6 @@ const TIMEOUT = 1000;
 const SWEEP = TIMEOUT / 10;
 /** Timers and I/O may run this late on a busy machine. */
 const SLACK = 200;
-const fast = { reconnectDelay: 20, maxReconnectDelay: 100 };
 
 const sorted = (ports: readonly number[]) => [...ports].sort((a, b) => a - b);
 const portsOf = (records: readonly ServiceRecord[]) =>

@@ -18,41 +18,20 @@ import {
 } from "../mod.ts";
 import type { Listener, Transport } from "../transport.ts";
 import { holder } from "./_child.ts";
-import { serve, transports, until, within } from "./_helpers.ts";
+import {
+  fast,
+  freeBlock,
+  freePort,
+  serve,
+  transports,
+  until,
+  within,
+} from "./_helpers.ts";
 
 const CLIENTS = 100;
 const SERVICES = 3;
 /** The generous bound on getting every registration back, in ms. */
 const BOUND = 10_000;
-const fast = { reconnectDelay: 20, maxReconnectDelay: 100 };
-
-/** A free port: bound once and released. */
-async function freePort(t: Transport): Promise<number> {
-  const l = await t.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
-
-/** The first of `n` consecutive ports that are free on loopback now. */
-async function freeBlock(t: Transport, n: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    // below the usual ephemeral range (32768 and up), above the default 10000-20000
-    const base = 20_000 + Math.floor(Math.random() * 12_000);
-    const held: Listener[] = [];
-    try {
-      for (let i = 0; i < n; i++) {
-        held.push(await t.listen({ hostname: "127.0.0.1", port: base + i }));
-      }
-      return base;
-    } catch {
-      // taken; try another block
-    } finally {
-      for (const l of held) l.close();
-    }
-  }
-  throw new Error(`No ${n} consecutive free ports found`);
-}
 
 /** `role → port` of records, for comparing registrations across servers. */
 function byRole(records: readonly ServiceRecord[]): Map<string, number> {

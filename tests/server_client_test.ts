@@ -10,17 +10,15 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import type { Transport } from "../transport.ts";
-import { next, serve, transports, until, within } from "./_helpers.ts";
-
-const fast = { reconnectDelay: 20, maxReconnectDelay: 100 };
-
-/** A free port: bound once and released. */
-async function freePort(t: Transport): Promise<number> {
-  const l = await t.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
+import {
+  fast,
+  freePort,
+  next,
+  serve,
+  transports,
+  until,
+  within,
+} from "./_helpers.ts";
 
 function suite(t: Transport): void {
   const name = (s: string) => `[${t.name}] ${s}`;
