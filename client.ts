@@ -43,7 +43,20 @@ import {
   type Transport,
 } from "./transport.ts";
 
-/** Options of {@linkcode connect}. */
+/**
+ * Options of {@linkcode connect}.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "./mod.ts";
+ * const ports = connect("127.0.0.1", 9090, {
+ *   secret: "beep boop",
+ *   advertise: "10.0.0.5", // register under this host
+ *   maxReconnectDelay: 500,
+ * });
+ * await ports.close();
+ * ```
+ */
 export interface ConnectOptions {
   /** The shared secret, when the server requires one. */
   secret?: string;
@@ -85,7 +98,20 @@ export interface ConnectOptions {
   transport?: Transport;
 }
 
-/** What {@linkcode Ports.query} asks for, in its options form. */
+/**
+ * What {@linkcode Ports.query} asks for, in its options form.
+ *
+ * @example
+ * ```ts
+ * import { connect, createServer } from "./mod.ts";
+ * const server = createServer();
+ * const { port } = await server.listen(0, "127.0.0.1");
+ * const ports = connect("127.0.0.1", port);
+ * console.log(await ports.query({ pattern: "web@1.x", all: true })); // []
+ * await ports.close();
+ * await server.close();
+ * ```
+ */
 export interface QueryOptions {
   /** `name` or `name@range`; every registration without one. */
   pattern?: string;
@@ -95,7 +121,24 @@ export interface QueryOptions {
   all?: boolean;
 }
 
-/** Options of a waiting {@linkcode Ports.get}. */
+/**
+ * Options of a waiting {@linkcode Ports.get}.
+ *
+ * @example
+ * ```ts
+ * import { connect, createServer, TimeoutError } from "./mod.ts";
+ * const server = createServer();
+ * const { port } = await server.listen(0, "127.0.0.1");
+ * const ports = connect("127.0.0.1", port);
+ * try {
+ *   await ports.get("db@2", { timeout: 100 });
+ * } catch (err) {
+ *   console.log(err instanceof TimeoutError); // true
+ * }
+ * await ports.close();
+ * await server.close();
+ * ```
+ */
 export interface GetOptions {
   /** Gives up waiting when aborted, rejecting with the signal's reason. */
   signal?: AbortSignal;
@@ -103,13 +146,36 @@ export interface GetOptions {
   timeout?: number;
 }
 
-/** `cb(port, ready)` of `service()` and `allocate()`. */
+/**
+ * `cb(port, ready)` of `service()` and `allocate()`.
+ *
+ * @example
+ * ```ts
+ * import type { ServiceCallback } from "./mod.ts";
+ * const start: ServiceCallback = (port, ready) => {
+ *   console.log(`listening on ${port}`);
+ *   ready(); // now others can get() it
+ * };
+ * ```
+ */
 export type ServiceCallback = (
   port: number,
   ready: () => Promise<void>,
 ) => void;
 
-/** Listeners of {@linkcode Ports} events. */
+/**
+ * Listeners of {@linkcode Ports} events.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "./mod.ts";
+ * const ports = connect(9090);
+ * ports.on("allocate", (r) => console.log("up:", r.role, r.host, r.port));
+ * ports.on("free", (r) => console.log("down:", r.role, r.host, r.port));
+ * ports.on("disconnect", () => console.log("lost the registry; reconnecting"));
+ * await ports.close();
+ * ```
+ */
 export interface PortsEvents {
   /** An allocated port became ready somewhere (server event). */
   allocate: (record: ServiceRecord) => void;
@@ -125,7 +191,22 @@ export interface PortsEvents {
   error: (err: unknown) => void;
 }
 
-/** A connection to a seaport server. Create one with {@linkcode connect}. */
+/**
+ * A connection to a seaport server. Create one with {@linkcode connect}.
+ *
+ * @example
+ * ```ts
+ * import { connect, createServer } from "./mod.ts";
+ * const server = createServer();
+ * const { port } = await server.listen(0, "127.0.0.1");
+ * await using ports = connect("127.0.0.1", port);
+ * const web = await ports.service("web@1.2.3", { zone: "eu" });
+ * const [found] = await ports.get("web@^1.2");
+ * console.log(found!.port === web, found!.zone); // true "eu"
+ * await ports.free(web);
+ * await server.close();
+ * ```
+ */
 export interface Ports extends AsyncDisposable {
   /**
    * Registers a service: allocates a port, calls `cb(port, ready)`, and makes

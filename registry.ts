@@ -21,7 +21,24 @@ export type JsonValue =
 /** Extra fields a registration carries besides its address and role. */
 export type Meta = { [key: string]: JsonValue };
 
-/** A visible registration: who serves which role where. */
+/**
+ * A visible registration: who serves which role where.
+ *
+ * @example
+ * ```ts
+ * import type { ServiceRecord } from "./mod.ts";
+ * const r: ServiceRecord = {
+ *   host: "10.0.0.5",
+ *   port: 10003,
+ *   role: "web",
+ *   version: "1.2.3",
+ *   env: "",
+ *   id: "k3x-4",
+ *   zone: "eu",
+ * };
+ * console.log(`http://${r.host}:${r.port}`);
+ * ```
+ */
 export interface ServiceRecord {
   /** The host the service listens on, as the server sees its client. */
   readonly host: string;
@@ -133,6 +150,13 @@ function remember<V>(cache: Map<string, V>, key: string, value: V): V {
  * versions are cached (a cluster has few).
  *
  * @throws {RegistryError} `INVALID_ROLE` for a bad name or version.
+ *
+ * @example
+ * ```ts
+ * import { parseRole } from "./mod.ts";
+ * console.log(parseRole("web@1.2.3")); // { name: "web", version: "1.2.3" }
+ * console.log(parseRole("web")); // { name: "web", version: "0.0.0" }
+ * ```
  */
 export function parseRole(role: string): Role {
   const at = role.indexOf("@");
@@ -159,6 +183,13 @@ const patternCache = new Map<string, Pattern>();
  * patterns are cached.
  *
  * @throws {RegistryError} `INVALID_PATTERN` for a bad name or range.
+ *
+ * @example
+ * ```ts
+ * import { parsePattern } from "./mod.ts";
+ * const p = parsePattern("web@^1.2");
+ * console.log(p.name, p.range?.test("1.4.0")); // "web" true
+ * ```
  */
 export function parsePattern(pattern: string): Pattern {
   const cached = patternCache.get(pattern);

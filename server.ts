@@ -42,7 +42,21 @@ import {
   type Transport,
 } from "./transport.ts";
 
-/** Options of {@linkcode createServer}. Every limit has a sane default. */
+/**
+ * Options of {@linkcode createServer}. Every limit has a sane default.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "./mod.ts";
+ * const server = createServer({
+ *   secret: "beep boop",
+ *   range: { "*": [10000, 20000], "10.0.0.5": [30000, 30100] },
+ *   heartbeat: 1000,
+ *   timeout: 3000,
+ * });
+ * await server.close();
+ * ```
+ */
 export interface ServerOptions {
   /** A shared secret every client must prove it knows. */
   secret?: string;
@@ -81,7 +95,18 @@ export interface ServerOptions {
   transport?: Transport;
 }
 
-/** Listeners of {@linkcode Server} events. */
+/**
+ * Listeners of {@linkcode Server} events.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "./mod.ts";
+ * const server = createServer();
+ * server.on("assume", (r) => console.log("assumed", r.role, r.port));
+ * server.on("error", (err) => console.error(err));
+ * await server.close();
+ * ```
+ */
 export interface ServerEvents {
   /** An allocated port became ready (visible). */
   allocate: (record: ServiceRecord) => void;
@@ -93,7 +118,17 @@ export interface ServerEvents {
   error: (err: unknown) => void;
 }
 
-/** A seaport server. Create one with {@linkcode createServer}. */
+/**
+ * A seaport server. Create one with {@linkcode createServer}.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "./mod.ts";
+ * await using server = createServer();
+ * const { port } = await server.listen(0, "127.0.0.1");
+ * console.log(port > 0, server.query("web")); // true []
+ * ```
+ */
 export interface Server extends AsyncDisposable {
   /**
    * Starts listening.

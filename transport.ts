@@ -75,7 +75,18 @@ export interface TlsClientOptions {
   serverName?: string;
 }
 
-/** Opens listeners and connections for one runtime. */
+/**
+ * Opens listeners and connections for one runtime.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "./mod.ts";
+ * import { nodeTransport } from "./transport.ts";
+ * // node:net sockets even on Deno, e.g. for tests
+ * const ports = connect(9090, { transport: nodeTransport() });
+ * await ports.close();
+ * ```
+ */
 export interface Transport {
   /** `deno` or `node`, for messages and tests. */
   readonly name: string;
