@@ -101,14 +101,7 @@ export function supervise(options: SuperviseOptions): Supervision {
       log(
         `seaport: "${command}" exited with ${how}; restarting in ${delay} ms`,
       );
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      wake = undefined;
+      await pause(delay, (w) => wake = w);
       delay = Math.min(delay * 2, RESTART_DELAY_MAX);
     }
     return undefined;
@@ -178,14 +171,7 @@ async function probe(
       return !exited;
     }
     if (exited) break;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, delay);
-      wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-    wake = undefined;
+    await pause(delay, (w) => wake = w);
     delay = Math.min(delay * 2, PROBE_DELAY_MAX);
     if (!warned && Date.now() - started >= SLOW_START) {
       warned = true;
@@ -207,5 +193,24 @@ function accepts(host: string, port: number): Promise<boolean> {
     const timer = setTimeout(() => finish(false), PROBE_TIMEOUT);
     socket.once("connect", () => finish(true));
     socket.once("error", () => finish(false));
+  });
+}
+
+/**
+ * Sleeps `ms`; `setWake` gets a function that ends the sleep early (and gets
+ * `undefined` once the sleep is over).
+ */
+function pause(
+  ms: number,
+  setWake: (wake: (() => void) | undefined) => void,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      setWake(undefined);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    setWake(done);
   });
 }

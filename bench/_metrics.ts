@@ -37,47 +37,18 @@ export function metricDefs(s: Sizes): MetricDef[] {
       better: "higher",
     },
   ];
-  for (
-    const [size, n] of [["small", s.small], ["regs", s.regs], [
-      "large",
-      s.large,
-    ]] as const
-  ) {
-    defs.push(
-      {
-        key: `b.p50.${size}`,
-        label: `(b) query p50 @ ${k(n)}`,
-        unit: "µs",
-        better: "lower",
-      },
-      {
-        key: `b.p99.${size}`,
-        label: `(b) query p99 @ ${k(n)}`,
-        unit: "µs",
-        better: "lower",
-      },
-    );
-  }
-  for (
-    const [size, n] of [["small", s.small], ["regs", s.regs], [
-      "large",
-      s.large,
-    ]] as const
-  ) {
-    defs.push(
-      {
-        key: `c.p50.${size}`,
-        label: `(c) wake-up p50 @ ${k(n)}`,
-        unit: "µs",
-        better: "lower",
-      },
-      {
-        key: `c.p99.${size}`,
-        label: `(c) wake-up p99 @ ${k(n)}`,
-        unit: "µs",
-        better: "lower",
-      },
-    );
+  const sizes = [["small", s.small], ["regs", s.regs], ["large", s.large]];
+  for (const [w, what] of [["b", "query"], ["c", "wake-up"]]) {
+    for (const [size, n] of sizes) {
+      for (const q of ["p50", "p99"]) {
+        defs.push({
+          key: `${w}.${q}.${size}`,
+          label: `(${w}) ${what} ${q} @ ${k(n as number)}`,
+          unit: "µs",
+          better: "lower",
+        });
+      }
+    }
   }
   defs.push(
     {
