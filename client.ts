@@ -322,6 +322,9 @@ interface LocalService {
 /** Allocations whose port cannot be bound are retried this often at most. */
 const MAX_PROBES = 32;
 
+/** How long a port proposed by `peek` is worth asking for, in ms. */
+const HINT_TTL = 1000;
+
 const SERVER_EVENTS = new Set(["allocate", "assume", "free"]);
 
 function positive(name: string, v: number | undefined, dflt: number): number {
@@ -360,6 +363,17 @@ class Client implements Ports {
   #ticker: ReturnType<typeof setInterval> | undefined;
   #tls: TlsClientOptions | undefined;
   #limits: { min: number; max: number; connect: number; line: number };
+  /**
+   * The port the server would allocate next (`peek`): the next new
+   * registration checks it can be bound here and asks for it by number, in
+   * one round trip instead of allocate, probe, ready.
+   */
+  #hint: { port: number; epoch: number; at: number } | undefined;
+  #peeking = false;
+  /** The connection epoch whose server does not know `peek`. */
+  #noPeek = -1;
+  /** Whether this client allocates ports (and so keeps a hint). */
+  #allocates = false;
 
   constructor(ep: Endpoint, opts: ConnectOptions) {
     this.#ep = ep;
@@ -647,6 +661,7 @@ class Client implements Ports {
     const queue = this.#queue;
     this.#queue = [];
     for (const p of queue) this.#transmit(p);
+    this.#peek();
   }
 
   #down(): void {
@@ -748,24 +763,51 @@ class Client implements Ports {
   /** Sends what a local registration needs now; nothing while disconnected. */
   #assert(svc: LocalService): void {
     if (this.#state !== "ready") return;
+    const probe = this.#opts.probe !== false;
+    const hint = svc.port === undefined && probe
+      ? this.#takeHint(svc)
+      : undefined;
+    if (hint === undefined) {
+      this.#send(svc, undefined);
+      return;
+    }
+    // The port the server proposed, checked here and now (as an allocated
+    // one would be), then asked for by number: one round trip.
     const epoch = this.#epoch;
+    this.#canBind(hint).then((ok) => {
+      // lost meanwhile: the reconnect asserts it again; freed: nothing to do
+      if (this.#epoch !== epoch || !this.connected) return;
+      if (!this.#services.has(svc)) return;
+      if (!ok) svc.exclude.push(hint);
+      this.#send(svc, ok ? hint : undefined);
+    });
+  }
+
+  #send(svc: LocalService, hint: number | undefined): void {
+    const epoch = this.#epoch;
+    const probe = this.#opts.probe !== false;
+    const fresh = svc.port === undefined;
     const meta = svc.meta === undefined ? {} : { meta: svc.meta };
     const exclude = svc.exclude.length > 0 ? { exclude: svc.exclude } : {};
-    // Without a probe, an automatic ready rides along with the allocation.
-    const now = svc.auto && this.#opts.probe === false ? { ready: true } : {};
-    const body: Body = svc.port === undefined
+    // Without a probe still to make, an automatic ready rides along with the
+    // allocation.
+    const now = svc.auto && (!probe || hint !== undefined)
+      ? { ready: true }
+      : {};
+    const body: Body = hint !== undefined
+      ? { op: "allocate", role: svc.role, port: hint, ...meta, ...now }
+      : fresh
       ? { op: "allocate", role: svc.role, ...meta, ...exclude, ...now }
       : svc.wantReady
-      ? { op: "assume", role: svc.role, port: svc.port, ...meta }
-      : { op: "allocate", role: svc.role, port: svc.port, ...meta };
+      ? { op: "assume", role: svc.role, port: svc.port!, ...meta }
+      : { op: "allocate", role: svc.role, port: svc.port!, ...meta };
     this.#transmit({
       body,
       retry: false,
       onDrop: () => {},
       resolve: async (result) => {
         if (
-          svc.port === undefined && this.#opts.probe !== false &&
-          this.#services.has(svc) &&
+          fresh && probe && hint === undefined && this.#services.has(svc) &&
           !(await this.#canBind((result as { port: number }).port))
         ) {
           if (this.#epoch !== epoch || !this.connected) return; // re-asserted
@@ -800,11 +842,62 @@ class Client implements Ports {
           svc.onPort?.(record.port);
           svc.onPort = undefined;
         }
+        if (fresh) this.#peek();
       },
       reject: (err) => {
+        if (
+          hint !== undefined && err instanceof RegistryError &&
+          err.code === "PORT_TAKEN" && this.#services.has(svc)
+        ) {
+          // taken meanwhile by another client on this host: the usual way
+          svc.exclude.push(hint);
+          this.#assert(svc);
+          return;
+        }
         this.#services.delete(svc);
         if (this.#closed()) svc.cancel(err);
         else svc.onFail(err);
+      },
+    });
+  }
+
+  /** The proposed port to try, when there is a fresh one; used once. */
+  #takeHint(svc: LocalService): number | undefined {
+    const h = this.#hint;
+    this.#hint = undefined;
+    if (
+      h === undefined || h.epoch !== this.#epoch ||
+      Date.now() - h.at > HINT_TTL || svc.exclude.includes(h.port)
+    ) return undefined;
+    return h.port;
+  }
+
+  /**
+   * Asks which port the server would allocate next, so that the next new
+   * registration can check it here and ask for it in one round trip.
+   */
+  #peek(): void {
+    if (
+      this.#peeking || this.#hint !== undefined || !this.#allocates ||
+      this.#state !== "ready" || this.#opts.probe === false ||
+      this.#noPeek === this.#epoch
+    ) return;
+    this.#peeking = true;
+    const epoch = this.#epoch;
+    this.#transmit({
+      body: { op: "peek" },
+      retry: false,
+      onDrop: () => this.#peeking = false,
+      resolve: (result) => {
+        const port = (result as { port?: unknown } | null)?.port;
+        this.#peeking = false;
+        if (typeof port === "number" && this.#epoch === epoch) {
+          this.#hint = { port, epoch, at: Date.now() };
+        }
+      },
+      reject: () => {
+        this.#peeking = false;
+        this.#noPeek = epoch; // a server from before `peek`
       },
     });
   }
@@ -919,6 +1012,7 @@ class Client implements Ports {
         if (auto) ready().then(() => resolve(port));
         else resolve(port);
       };
+      this.#allocates = true;
       this.#services.add(svc);
       this.#assert(svc);
     });

@@ -88,6 +88,10 @@ export interface SubscribeRequest extends Base {
 export interface PingRequest extends Base {
   readonly op: "ping";
 }
+/** `peek`: the port `allocate` would pick next on this connection's host. */
+export interface PeekRequest extends Base {
+  readonly op: "peek";
+}
 
 /** Every message a client may send. */
 export type Request =
@@ -101,7 +105,8 @@ export type Request =
   | GetRequest
   | CancelRequest
   | SubscribeRequest
-  | PingRequest;
+  | PingRequest
+  | PeekRequest;
 
 /** A reply to a request. */
 export type Reply =
@@ -139,6 +144,7 @@ export const OPERATIONS: readonly Op[] = [
   "subscribe",
   "unsubscribe",
   "ping",
+  "peek",
 ];
 
 const OPS: ReadonlySet<string> = new Set(OPERATIONS);
@@ -316,7 +322,7 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
       return { id, op, target: t as number };
     }
     default:
-      return { id, op: op as "subscribe" | "unsubscribe" | "ping" };
+      return { id, op: op as "subscribe" | "unsubscribe" | "ping" | "peek" };
   }
 }
 
@@ -409,6 +415,14 @@ export function parseServerMessage(line: string): ServerMessage | undefined {
 /** Encodes one message as a line of JSON. */
 export function encode(message: Request | ServerMessage): string {
   return JSON.stringify(message) + "\n";
+}
+
+/**
+ * Encodes a reply whose result is already JSON text (a cached answer), as
+ * {@linkcode encode} would encode `{ id, result }`.
+ */
+export function encodeReply(id: number, resultJson: string): string {
+  return `{"id":${id},"result":${resultJson}}\n`;
 }
 
 /** What {@linkcode LineSplitter} reports for a line over the limit. */

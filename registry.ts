@@ -81,8 +81,8 @@ export interface RegistryEvent {
 export interface Wakeup<T> {
   /** The token given to {@linkcode Registry.wait}. */
   readonly token: T;
-  /** Every visible registration matching the waiter's pattern. */
-  readonly records: ServiceRecord[];
+  /** Every visible registration matching the waiter's pattern (frozen). */
+  readonly records: readonly ServiceRecord[];
 }
 
 /** What a change did. */
@@ -279,7 +279,17 @@ interface Slot<O, T> {
   readonly waiters: Set<Waiter<O, T>>;
   /** Registrations, visible or reserved, that point at this slot. */
   refs: number;
+  /**
+   * Answers by pattern while `visible` is unchanged: repeated queries and
+   * wake-ups return the same (frozen) array, which callers may cache
+   * derived forms of (the server caches its JSON).
+   */
+  memo: Map<string, readonly ServiceRecord[]> | undefined;
 }
+
+/** Distinct patterns remembered per role before the memo starts over. */
+const MEMO_MAX = 64;
+const NONE: readonly ServiceRecord[] = Object.freeze([]);
 
 interface HostTable<O, T> {
   readonly ports: Map<number, Entry<O, T>>;
@@ -379,7 +389,14 @@ export class Registry<O, T = unknown> {
     const key = roleKey(env, name);
     let slot = this.#slots.get(key);
     if (slot === undefined) {
-      slot = { key, name, visible: new Set(), waiters: new Set(), refs: 0 };
+      slot = {
+        key,
+        name,
+        visible: new Set(),
+        waiters: new Set(),
+        refs: 0,
+        memo: undefined,
+      };
       this.#slots.set(key, slot);
     }
     return slot;
@@ -410,22 +427,31 @@ export class Registry<O, T = unknown> {
     return t;
   }
 
+  /** The next free port from the cursor on, or `undefined` when none is. */
+  #nextFree(
+    t: HostTable<O, T>,
+    exclude: ReadonlySet<number> | undefined,
+  ): number | undefined {
+    const size = t.high - t.low + 1;
+    if (t.inRange >= size) return undefined;
+    let p = t.cursor;
+    for (let i = 0; i < size; i++) {
+      if (!t.ports.has(p) && !exclude?.has(p)) return p;
+      p = p === t.high ? t.low : p + 1;
+    }
+    return undefined;
+  }
+
   #pickPort(
     t: HostTable<O, T>,
     host: string,
     role: string,
     exclude: ReadonlySet<number> | undefined,
   ): number {
-    const size = t.high - t.low + 1;
-    if (t.inRange < size) {
-      let p = t.cursor;
-      for (let i = 0; i < size; i++) {
-        if (!t.ports.has(p) && !exclude?.has(p)) {
-          t.cursor = p === t.high ? t.low : p + 1;
-          return p;
-        }
-        p = p === t.high ? t.low : p + 1;
-      }
+    const p = this.#nextFree(t, exclude);
+    if (p !== undefined) {
+      t.cursor = p === t.high ? t.low : p + 1;
+      return p;
     }
     throw new RegistryError(
       "RANGE_EXHAUSTED",
@@ -468,7 +494,9 @@ export class Registry<O, T = unknown> {
 
   #show(entry: Entry<O, T>, type: RegistryEventType): ChangeResult<T> {
     Entry.show(entry);
-    Entry.slot(entry).visible.add(entry);
+    const slot = Entry.slot(entry);
+    slot.visible.add(entry);
+    slot.memo = undefined;
     return {
       record: entry,
       events: [{ type, record: entry }],
@@ -502,6 +530,7 @@ export class Registry<O, T = unknown> {
     if (mine?.size === 0) this.#byOwner.delete(Entry.owner(entry));
     if (Entry.shown(entry)) {
       slot.visible.delete(entry);
+      slot.memo = undefined;
       events.push({ type: "free", record });
     }
     slot.refs--;
@@ -536,6 +565,19 @@ export class Registry<O, T = unknown> {
       );
     }
     return this.#insert(owner, input, role, port, t);
+  }
+
+  /**
+   * Proposes a free port on `host` without reserving it, or `undefined` when
+   * the host's range is full. The pick moves past it, so other allocations
+   * take other ports until the range wraps around: a client checks that it
+   * can bind the port and then reserves it by number, in one step.
+   */
+  peek(host: string): number | undefined {
+    const t = this.#table(host);
+    const p = this.#nextFree(t, undefined);
+    if (p !== undefined) t.cursor = p === t.high ? t.low : p + 1;
+    return p;
   }
 
   /**
@@ -618,9 +660,15 @@ export class Registry<O, T = unknown> {
     return { events, woken: [] };
   }
 
-  #match(slot: Slot<O, T> | undefined, p: Pattern): ServiceRecord[] {
+  #match(
+    slot: Slot<O, T> | undefined,
+    p: Pattern,
+  ): readonly ServiceRecord[] {
+    if (slot === undefined || slot.visible.size === 0) return NONE;
+    const memo = slot.memo ??= new Map();
+    const known = memo.get(p.range?.range ?? "*");
+    if (known !== undefined) return known;
     const out: ServiceRecord[] = [];
-    if (slot === undefined) return out;
     // Each distinct version is tested once: a role has few versions and many
     // registrations, and semver's test parses the version every time.
     const seen = new Map<string, boolean>();
@@ -630,17 +678,23 @@ export class Registry<O, T = unknown> {
       if (ok === undefined) seen.set(v, ok = matches(p, v));
       if (ok) out.push(e);
     }
+    if (memo.size >= MEMO_MAX) memo.clear();
+    memo.set(p.range?.range ?? "*", Object.freeze(out));
     return out;
   }
 
   /**
    * The visible registrations in `env` matching `pattern`; without a pattern,
    * every visible registration in `env` (or in all environments when `env` is
-   * `undefined`).
+   * `undefined`). The answer is shared and frozen when it names a role in
+   * one environment: copy it to change it.
    *
    * @throws {RegistryError} `INVALID_PATTERN`.
    */
-  query(env: string | undefined, pattern?: string): ServiceRecord[] {
+  query(
+    env: string | undefined,
+    pattern?: string,
+  ): readonly ServiceRecord[] {
     if (pattern !== undefined && env !== undefined) {
       const p = parsePattern(pattern);
       return this.#match(this.#slots.get(roleKey(env, p.name)), p);
@@ -669,7 +723,7 @@ export class Registry<O, T = unknown> {
     env: string,
     pattern: string,
     token: T,
-  ): ServiceRecord[] | undefined {
+  ): readonly ServiceRecord[] | undefined {
     const p = parsePattern(pattern);
     const now = this.#match(this.#slots.get(roleKey(env, p.name)), p);
     if (now.length > 0) return now;

@@ -17,6 +17,7 @@ import {
 import {
   DEFAULT_MAX_LINE_BYTES,
   encode,
+  encodeReply,
   isInvalid,
   LINE_TOO_LONG,
   LineSplitter,
@@ -158,6 +159,13 @@ export interface Server extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+/**
+ * The JSON of the registry's shared answers: a role's answer stays the same
+ * object until the role changes, so repeated queries and wake-ups are encoded
+ * once (and the entry goes when the answer is collected).
+ */
+const encoded = new WeakMap<readonly ServiceRecord[], string>();
+
 interface GetToken {
   readonly session: Session;
   readonly id: number;
@@ -189,6 +197,16 @@ class Session {
 
   reply(id: number | null, result: unknown): void {
     this.outbox.send(encode({ id, result } as never));
+  }
+
+  /** Replies with a list of records, encoding each distinct list once. */
+  records(id: number, list: readonly ServiceRecord[]): void {
+    let json = encoded.get(list);
+    if (json === undefined) {
+      json = JSON.stringify(list);
+      if (Object.isFrozen(list)) encoded.set(list, json);
+    }
+    this.outbox.send(encodeReply(id, json));
   }
 
   fail(id: number | null, err: unknown): void {
@@ -308,7 +326,7 @@ class SeaportServer implements Server {
   }
 
   query(pattern?: string, env?: string): ServiceRecord[] {
-    return this.#registry.query(env, pattern);
+    return [...this.#registry.query(env, pattern)];
   }
 
   async close(): Promise<void> {
@@ -399,7 +417,7 @@ class SeaportServer implements Server {
     for (const w of change.woken) {
       const { session, id } = w.token;
       session.gets.delete(id);
-      session.reply(id, w.records);
+      session.records(id, w.records);
     }
   }
 
@@ -496,20 +514,20 @@ class SeaportServer implements Server {
           port: req.port,
           ...(req.exclude !== undefined ? { exclude: req.exclude } : {}),
         });
-        s.reply(req.id, record);
+        // Waiters first: their answers are what a wake-up waits for.
         if (req.ready === true) this.#apply(reg.ready(s, record.id));
+        s.reply(req.id, record);
         return;
       }
       case "ready": {
-        const change = reg.ready(s, req.rid);
+        this.#apply(reg.ready(s, req.rid));
         s.reply(req.id, {});
-        this.#apply(change);
         return;
       }
       case "assume": {
         const change = reg.assume(s, this.#input(s, req), req.port);
-        s.reply(req.id, change.record);
         this.#apply(change);
+        s.reply(req.id, change.record);
         return;
       }
       case "free": {
@@ -522,7 +540,7 @@ class SeaportServer implements Server {
       }
       case "query": {
         const env = req.all === true ? undefined : (req.env ?? s.env);
-        s.reply(req.id, reg.query(env, req.pattern));
+        s.records(req.id, reg.query(env, req.pattern));
         return;
       }
       case "get": {
@@ -540,7 +558,7 @@ class SeaportServer implements Server {
         }
         const token: GetToken = { session: s, id: req.id };
         const now = reg.wait(s, req.env ?? s.env, req.pattern, token);
-        if (now !== undefined) s.reply(req.id, now);
+        if (now !== undefined) s.records(req.id, now);
         else s.gets.set(req.id, token);
         return;
       }
@@ -559,6 +577,9 @@ class SeaportServer implements Server {
         return;
       case "ping":
         s.reply(req.id, {});
+        return;
+      case "peek":
+        s.reply(req.id, { port: reg.peek(s.host) ?? null });
         return;
     }
   }

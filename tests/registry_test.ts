@@ -82,6 +82,36 @@ test("allocate hands out ports from the range in order", () => {
   assert.deepEqual(ports, [5000, 5001, 5002]);
 });
 
+test("peek proposes distinct free ports that allocate can take by number", () => {
+  const r = new Registry<string>({ range: { "*": [5000, 5003] } });
+  r.allocate("o", input("web@1.0.0")); // 5000
+  assert.equal(r.peek("10.0.0.1"), 5001);
+  assert.equal(r.peek("10.0.0.1"), 5002, "a second peek proposes another");
+  // the pick moved past both proposals
+  assert.equal(r.allocate("p", input("db@1.0.0")).port, 5003);
+  assert.equal(r.allocate("o", input("web@1.0.1"), { port: 5001 }).port, 5001);
+  assert.equal(r.peek("10.0.0.1"), 5002, "wrapped around to the free one");
+  r.allocate("o", input("web@1.0.2"), { port: 5002 });
+  assert.equal(r.peek("10.0.0.1"), undefined, "full");
+  assert.equal(r.size, 4, "peek reserves nothing");
+  assert.equal(r.peek("10.0.0.9"), 5000, "another host has its own table");
+});
+
+test("answers are shared until the role changes, then recomputed", () => {
+  const r = new Registry<string>();
+  const a = r.assume("o", input("web@1.2.3"), 9000).record!;
+  const first = r.query("", "web@1.x");
+  assert.equal(r.query("", "web@^1.0.0"), first, "same range, same answer");
+  assert.ok(Object.isFrozen(first));
+  r.assume("o", input("other@1.0.0"), 9001); // another role: unchanged
+  assert.equal(r.query("", "web@1.x"), first);
+  const b = r.assume("o", input("web@1.4.0"), 9002).record!;
+  assert.deepEqual(r.query("", "web@1.x"), [a, b]);
+  r.free("o", { id: a.id });
+  assert.deepEqual(r.query("", "web@1.x"), [b]);
+  assert.deepEqual(first, [a], "an answer given out never changes");
+});
+
 test("an allocation is invisible until ready, which fires allocate", () => {
   const r = new Registry<string>();
   const rec = r.allocate("o", input("web@1.0.0"));

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Transport } from "../transport.ts";
-import { serve, transports, within } from "./_helpers.ts";
+import { freeBlock, serve, transports, within } from "./_helpers.ts";
 import { greeted, raw } from "./_raw.ts";
 
 const BAD_INPUT: [what: string, line: string | Uint8Array, code: string][] = [
@@ -129,6 +129,39 @@ function suite(t: Transport): void {
       await r.send("\n");
       await r.json({ id: 7, op: "ping" });
       assert.deepEqual(await r.next(), { id: 7, result: {} });
+    },
+  );
+
+  test(
+    name("peek proposes a port without reserving it; allocate takes it"),
+    async () => {
+      const low = await freeBlock(t, 3);
+      await using s = await serve(t, { range: { "*": [low, low + 2] } });
+      await using r = await greeted(t, s.port);
+      await r.json({ id: 1, op: "peek" });
+      assert.deepEqual(await r.next(), { id: 1, result: { port: low } });
+      await r.json({ id: 2, op: "allocate", role: "a@1.0.0" });
+      const other = (await r.next()).result as { port: number };
+      assert.equal(other.port, low + 1, "the proposal was skipped");
+      await r.json({
+        id: 3,
+        op: "allocate",
+        role: "b@1.0.0",
+        port: low,
+        ready: true,
+      });
+      const taken = (await r.next()).result as { port: number };
+      assert.equal(taken.port, low);
+      assert.deepEqual(s.server.query("b").map((x) => x.port), [low]);
+      await r.json({ id: 4, op: "allocate", role: "c@1.0.0", port: low });
+      const refused = await r.next();
+      assert.equal((refused.error as { code: string }).code, "PORT_TAKEN");
+      await r.json({ id: 5, op: "peek" });
+      assert.deepEqual(await r.next(), { id: 5, result: { port: low + 2 } });
+      await r.json({ id: 6, op: "allocate", role: "d@1.0.0" });
+      await r.next();
+      await r.json({ id: 7, op: "peek" });
+      assert.deepEqual(await r.next(), { id: 7, result: { port: null } });
     },
   );
 
