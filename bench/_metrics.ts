@@ -52,6 +52,18 @@ export function metricDefs(s: Sizes): MetricDef[] {
   }
   defs.push(
     {
+      key: "floor.p50",
+      label: "raw TCP round trip p50, no seaport (floor of (b), (c))",
+      unit: "µs",
+      better: "info",
+    },
+    {
+      key: "floor.p99",
+      label: "raw TCP round trip p99, no seaport (floor of (b), (c))",
+      unit: "µs",
+      better: "info",
+    },
+    {
       key: "scale.b",
       label: `(b) p50 growth ${k(s.small)} → ${k(s.large)}`,
       unit: "×",

@@ -278,7 +278,100 @@ const handlers: Handlers = {
     }
     return summarize(lat);
   },
+
+  async echoListen() {
+    return { port: await echoListen() };
+  },
+
+  async echo({ port, count, warmup }) {
+    const c = await echoConnect(port);
+    const line = new TextEncoder().encode(
+      JSON.stringify({ id: 1234, op: "query", pattern: "svc42@1.x" }) + "\n",
+    );
+    const lat: number[] = [];
+    for (let k = -warmup; k < count; k++) {
+      const t = now();
+      const answered = c.read();
+      await c.write(line);
+      await answered;
+      if (k >= 0) lat.push((now() - t) * 1000);
+    }
+    c.close();
+    return summarize(lat);
+  },
 };
+
+// ---- raw sockets: the round-trip floor of this runtime ----
+
+interface RawConn {
+  write(b: Uint8Array): Promise<unknown>;
+  read(): Promise<unknown>;
+  close(): void;
+}
+
+interface DenoSockets {
+  listen(o: { hostname: string; port: number }): AsyncIterable<DenoSocket> & {
+    addr: { port: number };
+  };
+  connect(o: { hostname: string; port: number }): Promise<DenoSocket>;
+}
+interface DenoSocket {
+  read(b: Uint8Array): Promise<number | null>;
+  write(b: Uint8Array): Promise<number>;
+  setNoDelay(on: boolean): void;
+  close(): void;
+}
+const deno = (globalThis as { Deno?: DenoSockets }).Deno;
+
+async function echoListen(): Promise<number> {
+  if (deno !== undefined) {
+    const l = deno.listen({ hostname: "127.0.0.1", port: 0 });
+    (async () => {
+      for await (const c of l) {
+        c.setNoDelay(true);
+        (async () => {
+          const buf = new Uint8Array(64 * 1024);
+          try {
+            for (let n; (n = await c.read(buf)) !== null;) {
+              await c.write(buf.subarray(0, n));
+            }
+          } catch { /* closed */ }
+        })();
+      }
+    })();
+    return l.addr.port;
+  }
+  const net = await import("node:net");
+  const srv = net.createServer({ noDelay: true }, (s) => {
+    s.on("data", (d) => s.write(d));
+    s.on("error", () => {});
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  return (srv.address() as { port: number }).port;
+}
+
+async function echoConnect(port: number): Promise<RawConn> {
+  if (deno !== undefined) {
+    const c = await deno.connect({ hostname: "127.0.0.1", port });
+    c.setNoDelay(true);
+    const buf = new Uint8Array(64 * 1024);
+    return {
+      write: (b) => c.write(b),
+      read: () => c.read(buf),
+      close: () => c.close(),
+    };
+  }
+  const net = await import("node:net");
+  const s = net.connect({ port, host: "127.0.0.1", noDelay: true });
+  await new Promise((r) => s.once("connect", r));
+  let wake: (() => void) | undefined;
+  s.on("data", () => wake?.());
+  return {
+    write: (b) => new Promise((r) => s.write(b, r)),
+    read: () => new Promise<void>((r) => wake = r),
+    close: () => s.destroy(),
+  };
+}
 
 function reply(r: WorkerReply): void {
   process.stdout.write(JSON.stringify(r) + "\n");

@@ -163,6 +163,16 @@ export interface Commands {
     args: { trials: number; warmup: number; timeLimitMs: number };
     result: Latency;
   };
+  /** A raw TCP echo server on this runtime's own sockets (no seaport). */
+  echoListen: { args: Record<never, never>; result: { port: number } };
+  /**
+   * Sequential round trips of one request-sized line through the echo
+   * server: the floor under any request and reply, (b) and (c) included.
+   */
+  echo: {
+    args: { port: number; count: number; warmup: number };
+    result: Latency;
+  };
 }
 
 /** The arguments of a command. */

@@ -343,6 +343,26 @@ export function scenarioA1NoProbe(impl: Impl, ctx: Ctx): Promise<Metrics> {
   }, impl);
 }
 
+/**
+ * The floor under (b) and (c): a raw TCP echo round trip between two
+ * processes on this runtime's own sockets, no seaport code (ours only: the
+ * runtime is what it measures).
+ */
+export function scenarioFloor(impl: Impl, ctx: Ctx): Promise<Metrics> {
+  const s = ctx.sizes;
+  if (!impl.ours) return Promise.resolve({});
+  return withWorkers(async (spawn) => {
+    const server = spawn();
+    const { port } = await server.call("echoListen", {});
+    const r: Latency = await spawn().call("echo", {
+      port,
+      count: s.queries,
+      warmup: s.queryWarmup,
+    }, 60_000);
+    return { "floor.p50": r.p50, "floor.p99": r.p99 };
+  }, impl);
+}
+
 /** (a) with many clients over several processes. */
 export function scenarioA50(impl: Impl, ctx: Ctx): Promise<Metrics> {
   const s = ctx.sizes;

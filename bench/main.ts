@@ -57,6 +57,7 @@ import {
   scenarioA50,
   scenarioD,
   scenarioF,
+  scenarioFloor,
   scenarioScale,
   SIZES,
   type Sizes,
@@ -479,6 +480,11 @@ async function main(args: string[]): Promise<number> {
       (i) => scenarioA1(i, ctx),
     ],
     ["a1-noprobe", o.only.has("a"), (i) => scenarioA1NoProbe(i, ctx)],
+    [
+      "floor",
+      o.only.has("b") || o.only.has("c"),
+      (i) => scenarioFloor(i, ctx),
+    ],
     ["a-many", o.only.has("a"), (i) => scenarioA50(i, ctx)],
     ["scale-small", o.only.has("scale"), (i) => scenarioScale(i, ctx, "small")],
     [
