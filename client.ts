@@ -322,7 +322,7 @@ interface LocalService {
 /** Allocations whose port cannot be bound are retried this often at most. */
 const MAX_PROBES = 32;
 
-/** How long a port proposed by `peek` is worth asking for, in ms. */
+/** How long a checked port proposed by `peek` stays good to take, in ms. */
 const HINT_TTL = 1000;
 
 const SERVER_EVENTS = new Set(["allocate", "assume", "free"]);
@@ -364,9 +364,9 @@ class Client implements Ports {
   #tls: TlsClientOptions | undefined;
   #limits: { min: number; max: number; connect: number; line: number };
   /**
-   * The port the server would allocate next (`peek`): the next new
-   * registration checks it can be bound here and asks for it by number, in
-   * one round trip instead of allocate, probe, ready.
+   * A port the server proposed (`peek`) and this machine could bind when it
+   * was proposed: the next new registration asks for it by number, in one
+   * round trip instead of allocate, probe, ready.
    */
   #hint: { port: number; epoch: number; at: number } | undefined;
   #peeking = false;
@@ -763,24 +763,8 @@ class Client implements Ports {
   /** Sends what a local registration needs now; nothing while disconnected. */
   #assert(svc: LocalService): void {
     if (this.#state !== "ready") return;
-    const probe = this.#opts.probe !== false;
-    const hint = svc.port === undefined && probe
-      ? this.#takeHint(svc)
-      : undefined;
-    if (hint === undefined) {
-      this.#send(svc, undefined);
-      return;
-    }
-    // The port the server proposed, checked here and now (as an allocated
-    // one would be), then asked for by number: one round trip.
-    const epoch = this.#epoch;
-    this.#canBind(hint).then((ok) => {
-      // lost meanwhile: the reconnect asserts it again; freed: nothing to do
-      if (this.#epoch !== epoch || !this.connected) return;
-      if (!this.#services.has(svc)) return;
-      if (!ok) svc.exclude.push(hint);
-      this.#send(svc, ok ? hint : undefined);
-    });
+    const fresh = svc.port === undefined && this.#opts.probe !== false;
+    this.#send(svc, fresh ? this.#takeHint(svc) : undefined);
   }
 
   #send(svc: LocalService, hint: number | undefined): void {
@@ -842,7 +826,6 @@ class Client implements Ports {
           svc.onPort?.(record.port);
           svc.onPort = undefined;
         }
-        if (fresh) this.#peek();
       },
       reject: (err) => {
         if (
@@ -859,9 +842,11 @@ class Client implements Ports {
         else svc.onFail(err);
       },
     });
+    // the next proposal, answered along with this allocation
+    if (fresh) this.#peek();
   }
 
-  /** The proposed port to try, when there is a fresh one; used once. */
+  /** The checked port to ask for, when there is a fresh one; used once. */
   #takeHint(svc: LocalService): number | undefined {
     const h = this.#hint;
     this.#hint = undefined;
@@ -873,8 +858,10 @@ class Client implements Ports {
   }
 
   /**
-   * Asks which port the server would allocate next, so that the next new
-   * registration can check it here and ask for it in one round trip.
+   * Asks the server to propose a port and checks at once that it can be
+   * bound here (the server's pick has just moved past it, so no other client
+   * is about to bind it), so that the next new registration asks for it by
+   * number in one round trip.
    */
   #peek(): void {
     if (
@@ -888,12 +875,13 @@ class Client implements Ports {
       body: { op: "peek" },
       retry: false,
       onDrop: () => this.#peeking = false,
-      resolve: (result) => {
+      resolve: async (result) => {
         const port = (result as { port?: unknown } | null)?.port;
+        if (
+          typeof port === "number" && await this.#canBind(port) &&
+          this.#epoch === epoch && this.connected
+        ) this.#hint = { port, epoch, at: Date.now() };
         this.#peeking = false;
-        if (typeof port === "number" && this.#epoch === epoch) {
-          this.#hint = { port, epoch, at: Date.now() };
-        }
       },
       reject: () => {
         this.#peeking = false;

@@ -50,6 +50,16 @@ export function metricDefs(s: Sizes): MetricDef[] {
       }
     }
   }
+  for (const [size, n] of [["small", s.small], ["large", s.large]] as const) {
+    for (const q of ["p50", "p99"]) {
+      defs.push({
+        key: `bx.${q}.${size}`,
+        label: `(b) one-version query ${q} @ ${k(n)}`,
+        unit: "µs",
+        better: "lower",
+      });
+    }
+  }
   defs.push(
     {
       key: "floor.p50",
@@ -74,6 +84,24 @@ export function metricDefs(s: Sizes): MetricDef[] {
       label: `(c) p50 growth ${k(s.small)} → ${k(s.large)}`,
       unit: "×",
       better: "lower",
+    },
+    {
+      key: "scale.bx",
+      label: `(b) one-version query p50 growth ${k(s.small)} → ${k(s.large)}`,
+      unit: "×",
+      better: "lower",
+    },
+    {
+      key: "bx.records.small",
+      label: `(b) records per one-version query @ ${k(s.small)}`,
+      unit: "count",
+      better: "info",
+    },
+    {
+      key: "bx.records.large",
+      label: `(b) records per one-version query @ ${k(s.large)}`,
+      unit: "count",
+      better: "info",
     },
     {
       key: "b.records.small",
@@ -319,7 +347,7 @@ export function targets(
         ok: b === undefined || c === undefined ? undefined : b < 2 && c < 2,
         detail: `(b) ${show("scale.b", i, "×")}; (c) ${
           show("scale.c", i, "×")
-        }`,
+        }; (b) of one version ${show("scale.bx", i, "×")}`,
       };
     },
   );

@@ -236,11 +236,11 @@ const handlers: Handlers = {
     return { t0, tIssued, tDone: now(), n: mine.length };
   },
 
-  async query({ count, warmup, timeLimitMs }) {
+  async query({ count, warmup, timeLimitMs, exact }) {
     const c = client(0);
     const patterns = Array.from(
       { length: 100 },
-      (_, k) => `svc${k}@1.x`,
+      (_, k) => `svc${k}@${exact ? "1.0.1" : "1.x"}`,
     );
     for (let k = 0; k < warmup; k++) await c.query(patterns[k % 100]!);
     const lat: number[] = [];

@@ -210,9 +210,12 @@ const handlers = {
     return { t0, tIssued, tDone: tIssued, n: mine.length };
   },
 
-  async query({ count, warmup, timeLimitMs }) {
+  async query({ count, warmup, timeLimitMs, exact }) {
     const c = client(0);
-    const patterns = Array.from({ length: 100 }, (_, k) => `svc${k}@1.x`);
+    const patterns = Array.from(
+      { length: 100 },
+      (_, k) => `svc${k}@${exact ? "1.0.1" : "1.x"}`,
+    );
     for (let k = 0; k < warmup; k++) c.query(patterns[k % 100]);
     const lat = [];
     let records = 0;

@@ -150,9 +150,18 @@ export interface Commands {
     args: { total: number; conns: number; offset: number; kind: NameKind };
     result: { t0: number; tIssued: number; tDone: number; n: number };
   };
-  /** Sequential `query("svc{k%100}@1.x")` on the first connection. */
+  /**
+   * Sequential `query("svc{k%100}@1.x")` on the first connection, or with
+   * `exact` `query("svc{k%100}@1.0.1")`: one version, so the answer stays a
+   * few records whatever the registry's size.
+   */
   query: {
-    args: { count: number; warmup: number; timeLimitMs: number };
+    args: {
+      count: number;
+      warmup: number;
+      timeLimitMs: number;
+      exact?: boolean;
+    };
     result: Latency & { records: number };
   };
   /**

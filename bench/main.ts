@@ -541,7 +541,13 @@ async function main(args: string[]): Promise<number> {
       if (row === undefined) medians.set(d.key, row = {});
       row[impl.id] = median(samples);
     }
-    for (const [key, b] of [["scale.b", "b"], ["scale.c", "c"]] as const) {
+    for (
+      const [key, b] of [
+        ["scale.b", "b"],
+        ["scale.c", "c"],
+        ["scale.bx", "bx"],
+      ] as const
+    ) {
       const lo = num(medians.get(`${b}.p50.small`)?.[impl.id]);
       const hi = num(medians.get(`${b}.p50.large`)?.[impl.id]);
       if (lo === undefined || hi === undefined) continue;

@@ -1,9 +1,10 @@
 /**
- * Proposed ports: a client that registers services asks the server which port
- * it would allocate next (`peek`), and the next new registration checks that
- * port on this machine and asks for it by number, visible in one request
- * instead of allocate, probe, ready. A proposal that cannot be bound here, or
- * that another client took meanwhile, falls back to the usual allocation.
+ * Proposed ports: a client that registers services asks the server to propose
+ * a port (`peek`) and checks at once that it can bind it here; the next new
+ * registration asks for it by number, visible in one request instead of
+ * allocate, probe, ready. A proposal that cannot be bound here is not used,
+ * and one that another client took meanwhile falls back to the usual
+ * allocation.
  * The wire is observed through a recording transport over real sockets.
  *
  * @module
@@ -11,8 +12,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LINE_TOO_LONG, LineSplitter } from "../protocol.ts";
-import type { Conn, Listener, Transport } from "../transport.ts";
-import { serve, transports } from "./_helpers.ts";
+import type { Conn, Transport } from "../transport.ts";
+import { freeBlock, serve, transports } from "./_helpers.ts";
 
 type Msg = { [key: string]: unknown };
 
@@ -54,15 +55,19 @@ function recording(t: Transport) {
       return conn;
     },
   };
+  /** The ports proposed by the `peek`s answered so far. */
+  const proposals = (): number[] => {
+    const ids = new Set(sent.filter((m) => m.op === "peek").map((m) => m.id));
+    return received.filter((m) => ids.has(m.id))
+      .map((m) => (m.result as { port: number }).port);
+  };
   /** The port of the last `peek` answered so far. */
   const proposed = (): number => {
-    const ids = new Set(sent.filter((m) => m.op === "peek").map((m) => m.id));
-    const answers = received.filter((m) => ids.has(m.id));
-    const last = answers[answers.length - 1];
+    const last = proposals().at(-1);
     assert.ok(last !== undefined, "no peek was answered");
-    return (last.result as { port: number }).port;
+    return last;
   };
-  return { transport, sent, received, proposed };
+  return { transport, sent, received, proposals, proposed };
 }
 
 function suite(t: Transport): void {
@@ -97,24 +102,25 @@ function suite(t: Transport): void {
   test(
     name("a proposed port that cannot be bound here is never taken"),
     async () => {
-      await using s = await serve(t);
-      const rec = recording(t);
-      const c = s.client({ transport: rec.transport });
-      await c.service("first@1.0.0");
-      await c.query("sync");
-      const proposal = rec.proposed();
-      let foreign: Listener | undefined;
+      const low = await freeBlock(t, 4);
+      // the first service gets low; the proposal after it is low + 1
+      const foreign = await t.listen({ hostname: "127.0.0.1", port: low + 1 });
       try {
-        foreign = await t.listen({ hostname: "127.0.0.1", port: proposal });
+        await using s = await serve(t, { range: { "*": [low, low + 3] } });
+        const rec = recording(t);
+        const c = s.client({ transport: rec.transport });
+        assert.equal(await c.service("first@1.0.0"), low);
+        await c.query("sync");
+        assert.ok(rec.proposals().includes(low + 1), "low + 1 was proposed");
         const port = await c.service("second@1.0.0");
-        assert.notEqual(port, proposal);
+        assert.equal(port, low + 2);
         assert.ok(
-          !rec.sent.some((m) => m.op === "allocate" && m.port === proposal),
+          !rec.sent.some((m) => m.op === "allocate" && m.port === low + 1),
           "the held port was asked for",
         );
-        assert.ok(!s.server.query().some((r) => r.port === proposal));
+        assert.ok(!s.server.query().some((r) => r.port === low + 1));
       } finally {
-        foreign?.close();
+        foreign.close();
       }
     },
   );
