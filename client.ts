@@ -19,7 +19,7 @@ import {
 } from "./errors.ts";
 import {
   DEFAULT_MAX_LINE_BYTES,
-  encode,
+  encodeRequest,
   LINE_TOO_LONG,
   LineSplitter,
   parseServerMessage,
@@ -620,7 +620,7 @@ class Client implements Ports {
     const id = this.#nextId++;
     p.id = id;
     this.#pending.set(id, p);
-    this.#outbox!.send(encode({ ...p.body, id } as Request));
+    this.#outbox!.send(encodeRequest(id, p.body));
   }
 
   /**
@@ -771,22 +771,29 @@ class Client implements Ports {
     const epoch = this.#epoch;
     const probe = this.#opts.probe !== false;
     const fresh = svc.port === undefined;
-    const meta = svc.meta === undefined ? {} : { meta: svc.meta };
-    const exclude = svc.exclude.length > 0 ? { exclude: svc.exclude } : {};
     // Without a probe still to make, an automatic ready rides along with the
     // allocation.
-    const now = svc.auto && (!probe || hint !== undefined)
-      ? { ready: true }
-      : {};
-    const body: Body = hint !== undefined
-      ? { op: "allocate", role: svc.role, port: hint, ...meta, ...now }
-      : fresh
-      ? { op: "allocate", role: svc.role, ...meta, ...exclude, ...now }
-      : svc.wantReady
-      ? { op: "assume", role: svc.role, port: svc.port!, ...meta }
-      : { op: "allocate", role: svc.role, port: svc.port!, ...meta };
+    const now = svc.auto && (!probe || hint !== undefined);
+    const body: {
+      op: "allocate" | "assume";
+      role: string;
+      port?: number;
+      meta?: Meta;
+      exclude?: number[];
+      ready?: boolean;
+    } = { op: "allocate", role: svc.role };
+    if (hint !== undefined) body.port = hint;
+    else if (!fresh) {
+      body.port = svc.port!;
+      if (svc.wantReady) body.op = "assume";
+    }
+    if (svc.meta !== undefined) body.meta = svc.meta;
+    if (fresh && hint === undefined && svc.exclude.length > 0) {
+      body.exclude = svc.exclude;
+    }
+    if (now && body.op === "allocate") body.ready = true;
     this.#transmit({
-      body,
+      body: body as Body,
       retry: false,
       onDrop: () => {},
       resolve: async (result) => {
@@ -997,8 +1004,8 @@ class Client implements Ports {
         } catch (err) {
           this.#reportError(err);
         }
-        if (auto) ready().then(() => resolve(port));
-        else resolve(port);
+        if (!auto || svc.visible) resolve(port);
+        else ready().then(() => resolve(port));
       };
       this.#allocates = true;
       this.#services.add(svc);

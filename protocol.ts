@@ -409,12 +409,21 @@ export function parseServerMessage(line: string): ServerMessage | undefined {
     };
   }
   if (!("result" in v) || v.id === null) return undefined;
-  return { id: v.id as number, result: v.result as JsonValue };
+  return v as unknown as Reply; // checked: an id and a result
 }
 
 /** Encodes one message as a line of JSON. */
 export function encode(message: Request | ServerMessage): string {
   return JSON.stringify(message) + "\n";
+}
+
+/**
+ * Encodes a request body under `id`, as {@linkcode encode} would encode
+ * `{ id, ...body }`, without building that object.
+ */
+export function encodeRequest(id: number, body: object): string {
+  const json = JSON.stringify(body);
+  return json === "{}" ? `{"id":${id}}\n` : `{"id":${id},${json.slice(1)}\n`;
 }
 
 /**
