@@ -1,7 +1,9 @@
 /**
- * A write queue for one connection: lines sent in the same event-loop turn go
- * out in one write, one write is in flight at a time, and the bytes waiting
- * are bounded.
+ * A write queue for one connection: a line sent while nothing is being
+ * written goes out at once (no waiting for the end of the turn: a wake-up's
+ * answer leaves before the rest of the work that caused it); lines sent while
+ * a write is in flight go out together in the next one. One write is in
+ * flight at a time, and the bytes waiting are bounded.
  *
  * @module
  */
@@ -9,12 +11,11 @@ import type { Conn } from "./transport.ts";
 
 const encoder = new TextEncoder();
 
-/** Batches lines into as few writes as possible. */
+/** Writes lines at once when idle, batched while a write is in flight. */
 export class Outbox {
   #conn: Conn;
   #queue: string[] = [];
   #queued = 0;
-  #scheduled = false;
   #writing = false;
   #dead = false;
   #maxQueued: number;
@@ -46,15 +47,12 @@ export class Outbox {
       this.#fail(new Error(`more than ${this.#maxQueued} bytes unread`));
       return;
     }
-    if (!this.#scheduled && !this.#writing) {
-      this.#scheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
+    if (!this.#writing) void this.#flush();
   }
 
   /** Resolves once everything queued so far has been written (or failed). */
   drained(): Promise<void> {
-    if (!this.#writing && !this.#scheduled) return Promise.resolve();
+    if (!this.#writing) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
@@ -67,7 +65,6 @@ export class Outbox {
   }
 
   async #flush(): Promise<void> {
-    this.#scheduled = false;
     this.#writing = true;
     while (this.#queue.length > 0 && !this.#dead) {
       const text = this.#queue.length === 1
