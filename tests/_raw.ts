@@ -4,7 +4,7 @@
  * @module
  */
 import { LINE_TOO_LONG, LineSplitter } from "../protocol.ts";
-import type { Transport } from "../transport.ts";
+import type { Conn, Transport } from "../transport.ts";
 import { within } from "./_helpers.ts";
 
 /** A raw connection to a server. */
@@ -78,4 +78,73 @@ export async function greeted(t: Transport, port: number): Promise<Raw> {
   const hello = await r.next();
   if (!("result" in hello)) throw new Error(JSON.stringify(hello));
   return r;
+}
+
+/** A request as a fake server sees it. */
+export type Req = { id: number; op: string } & { [key: string]: unknown };
+
+/**
+ * What a fake server does with each request: answer it, hang up, refuse it
+ * with an error, or nothing.
+ */
+export type Script = (
+  req: Req,
+  answer: (result: unknown) => void,
+  hangUp: () => void,
+  refuse: (code: string, message: string) => void,
+) => void;
+
+/** A hello answer without authentication. */
+export const HELLO = { v: 1, host: "127.0.0.1", auth: null };
+
+/**
+ * A fake server that follows `script`, for servers that misbehave the way a
+ * stopped process, a vanished host or an overloaded server does.
+ */
+export async function fakeServer(t: Transport, script: Script) {
+  const listener = await t.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Conn[] = [];
+  const reads: Promise<void>[] = [];
+  const enc = new TextEncoder();
+  const serveOne = async (conn: Conn) => {
+    const splitter = new LineSplitter();
+    const reader = conn.readable.getReader();
+    const refuse = (id: number) => (code: string, message: string) =>
+      conn.write(
+        enc.encode(JSON.stringify({ id, error: { code, message } }) + "\n"),
+      )
+        .catch(() => {});
+    const answer = (id: number) => (result: unknown) =>
+      conn.write(enc.encode(JSON.stringify({ id, result }) + "\n"))
+        .catch(() => {});
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        splitter.push(value, (line) => {
+          if (line === LINE_TOO_LONG) return;
+          const req = JSON.parse(line) as Req;
+          script(req, answer(req.id), () => conn.close(), refuse(req.id));
+        });
+      }
+    } catch { /* closed */ }
+  };
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      reads.push(serveOne(conn));
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    get accepted() {
+      return conns.length;
+    },
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const c of conns) c.close();
+      await accepting;
+      await Promise.all(reads);
+    },
+  };
 }

@@ -11,10 +11,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, ConnectionError, type ServiceRecord } from "../mod.ts";
-import { LINE_TOO_LONG, LineSplitter } from "../protocol.ts";
 import type { Conn, Transport } from "../transport.ts";
 import { holder } from "./_child.ts";
-import { greeted } from "./_raw.ts";
+import { fakeServer, greeted, HELLO } from "./_raw.ts";
 import { fast, next, serve, transports, until, within } from "./_helpers.ts";
 
 /** The server's heartbeat and timeout in these tests, in ms. */
@@ -28,65 +27,6 @@ const SLACK = 200;
 const sorted = (ports: readonly number[]) => [...ports].sort((a, b) => a - b);
 const portsOf = (records: readonly ServiceRecord[]) =>
   sorted(records.map((r) => r.port));
-
-/** A request as a fake server sees it. */
-type Req = { id: number; op: string } & { [key: string]: unknown };
-
-/** What a fake server does with each request: answer it, hang up, or nothing. */
-type Script = (
-  req: Req,
-  answer: (result: unknown) => void,
-  hangUp: () => void,
-) => void;
-
-const HELLO = { v: 1, host: "127.0.0.1", auth: null };
-
-/**
- * A fake server that follows `script`, for servers that misbehave the way a
- * stopped process, a vanished host or an overloaded server does.
- */
-async function fakeServer(t: Transport, script: Script) {
-  const listener = await t.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Conn[] = [];
-  const reads: Promise<void>[] = [];
-  const enc = new TextEncoder();
-  const serveOne = async (conn: Conn) => {
-    const splitter = new LineSplitter();
-    const reader = conn.readable.getReader();
-    const answer = (id: number) => (result: unknown) =>
-      conn.write(enc.encode(JSON.stringify({ id, result }) + "\n"))
-        .catch(() => {});
-    try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        splitter.push(value, (line) => {
-          if (line === LINE_TOO_LONG) return;
-          const req = JSON.parse(line) as Req;
-          script(req, answer(req.id), () => conn.close());
-        });
-      }
-    } catch { /* closed */ }
-  };
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      conns.push(conn);
-      reads.push(serveOne(conn));
-    }
-  })();
-  return {
-    port: listener.addr.port,
-    get accepted() {
-      return conns.length;
-    },
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const c of conns) c.close();
-      await accepting;
-      await Promise.all(reads);
-    },
-  };
-}
 
 /** A transport that can cut the connection and refuse new ones. */
 function partitionable(t: Transport) {

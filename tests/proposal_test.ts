@@ -14,6 +14,8 @@ import assert from "node:assert/strict";
 import { LINE_TOO_LONG, LineSplitter } from "../protocol.ts";
 import type { Conn, Transport } from "../transport.ts";
 import { freeBlock, serve, transports } from "./_helpers.ts";
+import { fakeServer, HELLO } from "./_raw.ts";
+import { connect } from "../mod.ts";
 
 type Msg = { [key: string]: unknown };
 
@@ -151,6 +153,62 @@ function suite(t: Transport): void {
           `squatter:${proposal}`,
         ].sort(),
       );
+    },
+  );
+
+  test(
+    name("a proposal older than a second is not used"),
+    async () => {
+      await using s = await serve(t);
+      const rec = recording(t);
+      const c = s.client({ transport: rec.transport });
+      await c.service("first@1.0.0");
+      await c.query("sync");
+      rec.proposed(); // there is one, answered
+      // the proposal's age is what is tested: nothing to wait for but time
+      await new Promise((r) => setTimeout(r, 1100));
+      const from = rec.sent.length;
+      await c.service("second@1.0.0");
+      const sent = rec.sent.slice(from);
+      const claim = sent.find((m) => m.op === "allocate")!;
+      assert.equal(claim.port, undefined, "the stale proposal was asked for");
+      assert.ok(sent.some((m) => m.op === "ready"), "checked, then ready");
+      assert.ok(s.server.query("second").length === 1);
+    },
+  );
+
+  test(
+    name("a server without peek still gets registrations, asked once"),
+    async () => {
+      const low = await freeBlock(t, 2);
+      let next = low;
+      let peeks = 0;
+      await using fake = await fakeServer(t, (req, answer, _hangUp, refuse) => {
+        if (req.op === "hello") answer(HELLO);
+        else if (req.op === "peek") {
+          peeks++;
+          refuse("BAD_REQUEST", `Bad request: unknown operation "peek"`);
+        } else if (req.op === "allocate") {
+          const port = next++;
+          answer({
+            host: "127.0.0.1",
+            port,
+            role: String(req.role).split("@")[0],
+            version: "1.0.0",
+            env: "",
+            id: `x-${port}`,
+          });
+        } else answer({});
+      });
+      const c = connect("127.0.0.1", fake.port, { transport: t });
+      try {
+        assert.equal(await c.service("a@1.0.0"), low);
+        assert.equal(await c.service("b@1.0.0"), low + 1);
+        await c.query("sync");
+        assert.equal(peeks, 1, "asked again after a refusal");
+      } finally {
+        await c.close();
+      }
     },
   );
 
