@@ -7,6 +7,7 @@
 import { connect, createServer } from "../mod.ts";
 import type { ConnectOptions, Ports, Server, ServerOptions } from "../mod.ts";
 import {
+  type Conn,
   denoNamespace,
   denoTransport,
   type Listener,
@@ -142,6 +143,49 @@ export async function serve(
     async [Symbol.asyncDispose]() {
       await Promise.all(clients.map((c) => c.close()));
       await server.close();
+    },
+  };
+}
+
+/** What {@linkcode tapped} reports of every connection it makes. */
+export interface Taps {
+  /** Each chunk read (`null` at the end), or the error the read failed with. */
+  read?(chunk: Uint8Array | null, error?: unknown): void;
+  /** Each chunk written. */
+  write?(data: Uint8Array): void;
+}
+
+/** `t`, with every client connection's reads and writes reported to `taps`. */
+export function tapped(t: Transport, taps: Taps): Transport {
+  return {
+    name: t.name,
+    listen: (ep, tls) => t.listen(ep, tls),
+    async connect(ep, tls) {
+      const conn = await t.connect(ep, tls);
+      const wrapped: Conn = {
+        localAddr: conn.localAddr,
+        remoteAddr: conn.remoteAddr,
+        get readable() {
+          return conn.readable;
+        },
+        async read() {
+          let chunk: Uint8Array | null;
+          try {
+            chunk = await conn.read();
+          } catch (err) {
+            taps.read?.(null, err);
+            throw err;
+          }
+          taps.read?.(chunk);
+          return chunk;
+        },
+        write(data) {
+          taps.write?.(data);
+          return conn.write(data);
+        },
+        close: () => conn.close(),
+      };
+      return wrapped;
     },
   };
 }

@@ -12,14 +12,23 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LINE_TOO_LONG, LineSplitter } from "../protocol.ts";
-import type { Conn, Transport } from "../transport.ts";
-import { freeBlock, serve, transports } from "./_helpers.ts";
-import { fakeServer, HELLO } from "./_raw.ts";
 import { connect } from "../mod.ts";
+import type { Transport } from "../transport.ts";
+import {
+  freeBlock,
+  serve,
+  tapped,
+  type TestServer,
+  transports,
+} from "./_helpers.ts";
+import { fakeServer, HELLO } from "./_raw.ts";
 
 type Msg = { [key: string]: unknown };
 
-/** A transport that records every message each way, on every connection. */
+/**
+ * A transport that records every message each way (for one connection at a
+ * time: the tests here do not reconnect).
+ */
 function recording(t: Transport) {
   const sent: Msg[] = [];
   const received: Msg[] = [];
@@ -30,33 +39,12 @@ function recording(t: Transport) {
         if (line !== LINE_TOO_LONG) into.push(JSON.parse(line));
       });
   };
-  const transport: Transport = {
-    name: t.name,
-    listen: (ep, tls) => t.listen(ep, tls),
-    async connect(ep, tls) {
-      const c = await t.connect(ep, tls);
-      const onSent = lines(sent);
-      const onReceived = lines(received);
-      const conn: Conn = {
-        localAddr: c.localAddr,
-        remoteAddr: c.remoteAddr,
-        get readable() {
-          return c.readable;
-        },
-        async read() {
-          const bytes = await c.read();
-          if (bytes !== null) onReceived(bytes);
-          return bytes;
-        },
-        write(data) {
-          onSent(data);
-          return c.write(data);
-        },
-        close: () => c.close(),
-      };
-      return conn;
-    },
-  };
+  const onSent = lines(sent);
+  const onReceived = lines(received);
+  const transport = tapped(t, {
+    read: (chunk) => chunk !== null && onReceived(chunk),
+    write: onSent,
+  });
   /** The ports proposed by the `peek`s answered so far. */
   const proposals = (): number[] => {
     const ids = new Set(sent.filter((m) => m.op === "peek").map((m) => m.id));
@@ -72,6 +60,18 @@ function recording(t: Transport) {
   return { transport, sent, received, proposals, proposed };
 }
 
+/**
+ * A recorded client of `s` that has registered one service and seen the
+ * proposal asked for along with it answered.
+ */
+async function proposedTo(t: Transport, s: TestServer) {
+  const rec = recording(t);
+  const c = s.client({ transport: rec.transport });
+  const first = await c.service("first@1.0.0");
+  await c.query("sync"); // answered after the peek sent before it
+  return { rec, c, first };
+}
+
 function suite(t: Transport): void {
   const name = (s: string) => `[${t.name}] ${s}`;
 
@@ -79,10 +79,7 @@ function suite(t: Transport): void {
     name("once a port is proposed, service() is visible in one request"),
     async () => {
       await using s = await serve(t);
-      const rec = recording(t);
-      const c = s.client({ transport: rec.transport });
-      await c.service("first@1.0.0");
-      await c.query("sync"); // answered after the peek sent before it
+      const { rec, c } = await proposedTo(t, s);
       const proposal = rec.proposed();
       const from = rec.sent.length;
 
@@ -109,10 +106,8 @@ function suite(t: Transport): void {
       const foreign = await t.listen({ hostname: "127.0.0.1", port: low + 1 });
       try {
         await using s = await serve(t, { range: { "*": [low, low + 3] } });
-        const rec = recording(t);
-        const c = s.client({ transport: rec.transport });
-        assert.equal(await c.service("first@1.0.0"), low);
-        await c.query("sync");
+        const { rec, c, first } = await proposedTo(t, s);
+        assert.equal(first, low);
         assert.ok(rec.proposals().includes(low + 1), "low + 1 was proposed");
         const port = await c.service("second@1.0.0");
         assert.equal(port, low + 2);
@@ -131,11 +126,8 @@ function suite(t: Transport): void {
     name("a proposal another client took meanwhile falls back to allocate"),
     async () => {
       await using s = await serve(t);
-      const rec = recording(t);
-      const c = s.client({ transport: rec.transport });
       const other = s.client();
-      await c.service("first@1.0.0");
-      await c.query("sync");
+      const { rec, c } = await proposedTo(t, s);
       const proposal = rec.proposed();
       await other.assume("squatter@1.0.0", proposal); // same host
       const port = await c.service("second@1.0.0");
@@ -160,10 +152,7 @@ function suite(t: Transport): void {
     name("a proposal older than a second is not used"),
     async () => {
       await using s = await serve(t);
-      const rec = recording(t);
-      const c = s.client({ transport: rec.transport });
-      await c.service("first@1.0.0");
-      await c.query("sync");
+      const { rec, c } = await proposedTo(t, s);
       rec.proposed(); // there is one, answered
       // the proposal's age is what is tested: nothing to wait for but time
       await new Promise((r) => setTimeout(r, 1100));

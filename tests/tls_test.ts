@@ -13,8 +13,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConnectionError, type Ports } from "../mod.ts";
-import type { Conn, Transport } from "../transport.ts";
-import { next, serve, transports, until, within } from "./_helpers.ts";
+import type { Transport } from "../transport.ts";
+import { next, serve, tapped, transports, until, within } from "./_helpers.ts";
 
 const fast = { reconnectDelay: 20, maxReconnectDelay: 100 };
 
@@ -121,33 +121,11 @@ function suite(t: Transport): void {
     async () => {
       await using s = await serve(t, { tls: pem });
       let ended = 0;
-      const counting: Transport = {
-        name: t.name,
-        listen: (ep, tls) => t.listen(ep, tls),
-        async connect(ep, tls) {
-          const conn = await t.connect(ep, tls);
-          const counted: Conn = {
-            localAddr: conn.localAddr,
-            remoteAddr: conn.remoteAddr,
-            get readable() {
-              return conn.readable;
-            },
-            async read() {
-              try {
-                const chunk = await conn.read();
-                if (chunk === null) ended++;
-                return chunk;
-              } catch (err) {
-                ended++;
-                throw err;
-              }
-            },
-            write: (data) => conn.write(data),
-            close: () => conn.close(),
-          };
-          return counted;
+      const counting = tapped(t, {
+        read: (chunk) => {
+          if (chunk === null) ended++;
         },
-      };
+      });
       const c = s.client({ transport: counting, ...fast });
       const seen = watch(c);
       const pending = c.service("web@1.0.0");
