@@ -421,9 +421,8 @@ export function encode(message: Request | ServerMessage): string {
  * Encodes a request body under `id`, as {@linkcode encode} would encode
  * `{ id, ...body }`, without building that object.
  */
-export function encodeRequest(id: number, body: object): string {
-  const json = JSON.stringify(body);
-  return json === "{}" ? `{"id":${id}}\n` : `{"id":${id},${json.slice(1)}\n`;
+export function encodeRequest(id: number, body: { op: string }): string {
+  return `{"id":${id},${JSON.stringify(body).slice(1)}\n`;
 }
 
 /**

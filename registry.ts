@@ -427,7 +427,10 @@ export class Registry<O, T = unknown> {
     return t;
   }
 
-  /** The next free port from the cursor on, or `undefined` when none is. */
+  /**
+   * The next free port from the cursor on, moving the cursor past it, or
+   * `undefined` when none is.
+   */
   #nextFree(
     t: HostTable<O, T>,
     exclude: ReadonlySet<number> | undefined,
@@ -436,8 +439,12 @@ export class Registry<O, T = unknown> {
     if (t.inRange >= size) return undefined;
     let p = t.cursor;
     for (let i = 0; i < size; i++) {
-      if (!t.ports.has(p) && !exclude?.has(p)) return p;
-      p = p === t.high ? t.low : p + 1;
+      const next = p === t.high ? t.low : p + 1;
+      if (!t.ports.has(p) && !exclude?.has(p)) {
+        t.cursor = next;
+        return p;
+      }
+      p = next;
     }
     return undefined;
   }
@@ -449,10 +456,7 @@ export class Registry<O, T = unknown> {
     exclude: ReadonlySet<number> | undefined,
   ): number {
     const p = this.#nextFree(t, exclude);
-    if (p !== undefined) {
-      t.cursor = p === t.high ? t.low : p + 1;
-      return p;
-    }
+    if (p !== undefined) return p;
     throw new RegistryError(
       "RANGE_EXHAUSTED",
       `Cannot allocate a port for "${role}": range ${t.low}-${t.high} on ${host} is exhausted`,
@@ -574,10 +578,7 @@ export class Registry<O, T = unknown> {
    * can bind the port and then reserves it by number, in one step.
    */
   peek(host: string): number | undefined {
-    const t = this.#table(host);
-    const p = this.#nextFree(t, undefined);
-    if (p !== undefined) t.cursor = p === t.high ? t.low : p + 1;
-    return p;
+    return this.#nextFree(this.#table(host), undefined);
   }
 
   /**
@@ -666,7 +667,8 @@ export class Registry<O, T = unknown> {
   ): readonly ServiceRecord[] {
     if (slot === undefined || slot.visible.size === 0) return NONE;
     const memo = slot.memo ??= new Map();
-    const known = memo.get(p.range?.range ?? "*");
+    const key = p.range?.range ?? "*";
+    const known = memo.get(key);
     if (known !== undefined) return known;
     const out: ServiceRecord[] = [];
     // Each distinct version is tested once: a role has few versions and many
@@ -679,7 +681,7 @@ export class Registry<O, T = unknown> {
       if (ok) out.push(e);
     }
     if (memo.size >= MEMO_MAX) memo.clear();
-    memo.set(p.range?.range ?? "*", Object.freeze(out));
+    memo.set(key, Object.freeze(out));
     return out;
   }
 
