@@ -1,91 +1,320 @@
 /**
- * The command line's grammar: parses `seaport` arguments (seed order such as
- * `HOST:PORT query NAME` and verb first such as `query HOST:PORT NAME`) into
- * a checked {@linkcode Parsed} command, and holds the help texts. Private to
- * the CLI.
+ * The command line's grammar: one table of commands and options from which
+ * the parser, the help texts and the shell completions are all made. Parses
+ * `seaport` arguments (seed order such as `HOST:PORT query NAME` and verb
+ * first such as `query HOST:PORT NAME`) into a checked {@linkcode Parsed}
+ * command. Private to the CLI.
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { parseAddress } from "./client.ts";
 import { type Meta, parsePattern, parseRole } from "./mod.ts";
+import {
+  DEFAULT_CHECK,
+  type HealthCheck,
+  type RestartPolicy,
+} from "./_supervisor.ts";
 import { VERSION } from "./version.ts";
 
 /** The commands, after aliases (`register` is `service`). */
-export type Command = "listen" | "show" | "query" | "service" | "watch";
+export type Command =
+  | "listen"
+  | "show"
+  | "query"
+  | "get"
+  | "service"
+  | "assume"
+  | "free"
+  | "watch"
+  | "completion";
 
-const DEFAULT_TIMEOUT = 3000;
-const RESERVED = new Set(["host", "port", "role", "version", "env", "id"]);
-const SECRET = "the server's secret (default: $SEAPORT_SECRET)";
-const CLIENT = `  --secret S      ${SECRET}
-  --env E         the environment (default: the default one, "")
-  --timeout MS    how long to try to reach the server (default: ${DEFAULT_TIMEOUT})`;
-const HELP: Record<Command, [usage: string, text: string]> = {
-  listen: [
-    `seaport PORT [--secret S] [--host H] [--range LO-HI]
-       seaport listen PORT ...`,
-    `Runs a seaport server on PORT (0 picks a free one) and prints
-"seaport listening on :PORT". Stops cleanly on SIGINT and SIGTERM.
+/** How long `show`, `query`, `free` and `watch` try to reach the server. */
+export const DEFAULT_TIMEOUT = 3000;
 
-  --secret S      make clients prove they know S (default: $SEAPORT_SECRET)
-  --host H        the address to bind (default: every address)
-  --range LO-HI   assign ports from LO to HI (default: 10000-20000)`,
-  ],
-  show: [
-    `seaport HOST:PORT show [--secret S] [--env E] [--timeout MS]
-       seaport show HOST:PORT ...`,
-    `Prints the port map of the server at HOST:PORT, every registration of
-every environment (of --env E only, when given), as JSON.
+interface OptionSpec {
+  /** The value's placeholder; none for a flag. */
+  readonly arg?: string;
+  /** One line of help. */
+  readonly help: string;
+  /** Values it takes, for completion. */
+  readonly values?: readonly string[];
+}
 
-${CLIENT}`,
-  ],
-  query: [
-    `seaport HOST:PORT query NAME@RANGE [--secret S] [--env E] [--timeout MS]
-       seaport query HOST:PORT NAME@RANGE ...`,
-    `Prints a JSON array of the "host:port" strings of the services matching
-NAME@RANGE. RANGE may use semver patterns such as 1.2.x, ^2 or >=1.4.
+const OPTIONS = {
+  secret: {
+    arg: "S",
+    help: "the shared secret (better: --secret-file or $SEAPORT_SECRET)",
+  },
+  "secret-file": { arg: "PATH", help: "read the shared secret from PATH" },
+  env: { arg: "E", help: 'the environment (default: the default one, "")' },
+  "all-envs": { help: "every environment" },
+  timeout: { arg: "MS", help: "" }, // help given per command
+  json: { help: "print JSON even at a terminal" },
+  records: { help: "print the whole records, not host:port" },
+  host: { arg: "H", help: "the address to bind (default: every address)" },
+  range: {
+    arg: "LO-HI",
+    help: "assign ports from LO to HI (default: 10000-20000)",
+  },
+  tls: { help: "use TLS (a client with the system's CA roots)" },
+  cert: { arg: "FILE", help: "serve TLS with this certificate chain (PEM)" },
+  key: { arg: "FILE", help: "the private key of --cert (PEM)" },
+  ca: {
+    arg: "FILE",
+    help: "connect with TLS, trusting the CA certificates in FILE",
+  },
+  restart: {
+    arg: "POLICY",
+    help: "always, on-failure or never (default: always)",
+    values: ["always", "on-failure", "never"],
+  },
+  "max-restarts": {
+    arg: "N",
+    help: "give up after N restarts within --restart-window",
+  },
+  "restart-window": {
+    arg: "MS",
+    help: "the window of --max-restarts (default: 60000)",
+  },
+  "check-interval": {
+    arg: "MS",
+    help:
+      `check the running command every MS (default: ${DEFAULT_CHECK.interval})`,
+  },
+  "check-timeout": {
+    arg: "MS",
+    help: `how long one check may take (default: ${DEFAULT_CHECK.timeout})`,
+  },
+  "check-failures": {
+    arg: "N",
+    help:
+      `failed checks in a row that make it not ready (default: ${DEFAULT_CHECK.failures})`,
+  },
+  "check-http": {
+    arg: "PATH",
+    help: "check with GET http://127.0.0.1:PORT/PATH (2xx: healthy)",
+  },
+  "check-cmd": {
+    arg: "CMD",
+    help: "check by running the shell command CMD (exit 0: healthy)",
+  },
+  grace: {
+    arg: "MS",
+    help: "time the command has to exit when stopped (default: 10000)",
+  },
+  "meta.KEY": {
+    arg: "VALUE",
+    help: "an extra field of the registration (a string)",
+  },
+} as const satisfies Record<string, OptionSpec>;
 
-${CLIENT}`,
-  ],
-  service: [
-    `seaport HOST:PORT service NAME@VERSION [--secret S] [--env E]
-           [--meta.KEY=VALUE ...] -- COMMAND [ARGS...]
-       seaport register HOST:PORT NAME@VERSION ... -- COMMAND [ARGS...]`,
-    `Gets a port for NAME@VERSION and runs COMMAND with the port as its last
-argument and in $PORT. The service becomes visible once COMMAND accepts TCP
-connections on the port. COMMAND is restarted on the same port when it exits.
-SIGINT and SIGTERM are passed on to COMMAND; the port is freed when it stops.
+type OptionName = keyof typeof OPTIONS;
 
-  --secret S        ${SECRET}
-  --env E           the environment to register in (default: "")
-  --meta.KEY=VALUE  an extra field of the registration (a string)`,
-  ],
-  watch: [
-    `seaport HOST:PORT watch [--secret S] [--env E] [--timeout MS]
-       seaport watch HOST:PORT ...`,
-    `Prints every allocate, assume and free event of the server as a JSON
-line, {"type":"allocate","record":{...}}, until interrupted.
+interface CommandSpec {
+  /** The arguments after the command (and after the address for clients). */
+  readonly args: readonly string[];
+  /** Trailing arguments that may be left out. */
+  readonly optional?: number;
+  /** What it does, for `--help`. */
+  readonly about: string;
+  readonly options: readonly OptionName[];
+  /** The help of `--timeout`, where it applies. */
+  readonly timeout?: string;
+  readonly examples: readonly string[];
+  /** Takes `-- COMMAND [ARGS…]`. */
+  readonly exec?: boolean;
+}
 
-${CLIENT}`,
-  ],
+const CLIENT: readonly OptionName[] = [
+  "secret",
+  "secret-file",
+  "tls",
+  "ca",
+];
+const REACH =
+  `how long to try to reach the server (default: ${DEFAULT_TIMEOUT})`;
+
+const COMMANDS: Record<Command, CommandSpec> = {
+  listen: {
+    args: ["PORT"],
+    about: `Runs a seaport server on PORT (0 picks a free one) and prints
+"seaport listening on :PORT" (HOST:PORT with --host). Stops cleanly on SIGINT
+and SIGTERM.`,
+    options: ["secret", "secret-file", "host", "range", "cert", "key"],
+    examples: [
+      "seaport 9090",
+      "SEAPORT_SECRET=beep seaport 9090 --host 10.0.0.1 --range 20000-21000",
+      "seaport 9090 --cert server.pem --key server-key.pem",
+    ],
+  },
+  show: {
+    args: ["HOST:PORT", "PATTERN"],
+    optional: 1,
+    about:
+      `Prints the port map of the server at HOST:PORT: every registration of every
+environment (of --env E only, when given), or those matching PATTERN. A table
+at a terminal, a JSON array of records when piped or with --json.`,
+    options: ["env", "json", "timeout", ...CLIENT],
+    timeout: REACH,
+    examples: [
+      "seaport localhost:9090 show",
+      "seaport localhost:9090 show web@1.x --env prod",
+      "seaport show localhost:9090 --json | jq '.[].port'",
+    ],
+  },
+  query: {
+    args: ["HOST:PORT", "PATTERN"],
+    about:
+      `Prints a JSON array of the "host:port" strings of the services matching
+PATTERN (NAME or NAME@RANGE, with semver ranges such as 1.2.x, ^2 or >=1.4),
+or of their records with --records.`,
+    options: ["env", "all-envs", "records", "timeout", ...CLIENT],
+    timeout: REACH,
+    examples: [
+      "seaport localhost:9090 query web@1.2.x",
+      "seaport localhost:9090 query 'db@>=2' --records --env prod",
+    ],
+  },
+  get: {
+    args: ["HOST:PORT", "PATTERN"],
+    about:
+      `Waits until a service matches PATTERN, then prints like query. Exits 1 when
+--timeout runs out first.`,
+    options: ["env", "records", "timeout", ...CLIENT],
+    timeout: "give up after MS (default: wait as long as it takes)",
+    examples: [
+      "seaport localhost:9090 get db@2 --timeout 30000",
+      'curl "http://$(seaport localhost:9090 get web | jq -r ".[0]")/"',
+    ],
+  },
+  service: {
+    args: ["HOST:PORT", "NAME@VERSION"],
+    about:
+      `Gets a port for NAME@VERSION and runs COMMAND with the port as its last
+argument and in $PORT. The service is listed once COMMAND accepts TCP
+connections on the port, and hidden (its port kept) whenever COMMAND exits or
+fails its health check, until it is up again. COMMAND is restarted on the same
+port by --restart. SIGINT and SIGTERM are passed on to COMMAND; the port is
+freed when it has exited (a second signal kills it at once).`,
+    options: [
+      "env",
+      "meta.KEY",
+      "timeout",
+      "restart",
+      "max-restarts",
+      "restart-window",
+      "check-interval",
+      "check-timeout",
+      "check-failures",
+      "check-http",
+      "check-cmd",
+      "grace",
+      ...CLIENT,
+    ],
+    timeout: "give up when the server is not reached within MS at start\n" +
+      "(default: keep trying, saying so every 5 s)",
+    exec: true,
+    examples: [
+      "seaport localhost:9090 service web@1.2.3 -- node server.js",
+      "seaport localhost:9090 service api@2.0.0 --check-http /healthz \\\n" +
+      "    --restart on-failure --max-restarts 5 -- ./api --port",
+    ],
+  },
+  assume: {
+    args: ["HOST:PORT", "NAME@VERSION", "PORT"],
+    about:
+      `Registers NAME@VERSION on PORT of this host, for a service that is already
+running and that seaport did not start, for as long as this command runs
+(until SIGINT or SIGTERM). Re-registers after every reconnect.`,
+    options: ["env", "meta.KEY", "timeout", ...CLIENT],
+    timeout: "give up when the server is not reached within MS at start\n" +
+      "(default: keep trying)",
+    examples: ["seaport localhost:9090 assume redis@7.2.0 6379 &"],
+  },
+  free: {
+    args: ["HOST:PORT", "SERVICE"],
+    about:
+      `Frees the registration holding SERVICE (HOST:PORT of the service, or PORT
+on the host the server sees this command come from), whoever holds it. A
+connected holder is not told.`,
+    options: ["timeout", ...CLIENT],
+    timeout: REACH,
+    examples: ["seaport localhost:9090 free 10.0.0.5:10003"],
+  },
+  watch: {
+    args: ["HOST:PORT"],
+    about:
+      `Prints every allocate, assume and free event of the --env environment (the
+default one, "", without it; every one with --all-envs), a line each with a
+timestamp: text at a terminal, a JSON object per line when piped or with
+--json. After a reconnect it prints a "resync" line and what changed while
+it was away.`,
+    options: ["env", "all-envs", "json", "timeout", ...CLIENT],
+    timeout: REACH,
+    examples: [
+      "seaport localhost:9090 watch --all-envs",
+      "seaport localhost:9090 watch --json | jq -c 'select(.type==\"free\")'",
+    ],
+  },
+  completion: {
+    args: ["SHELL"],
+    about: `Prints a completion script for SHELL (bash or zsh).`,
+    options: [],
+    examples: [
+      "source <(seaport completion bash)     # in ~/.bashrc",
+      'seaport completion zsh > "${fpath[1]}/_seaport"',
+    ],
+  },
 };
-const TRAILER = `  -h, --help      show this help
-  -v, --version   show the version
+
+const VERBS = new Map<string, Command | "help">([
+  ...Object.keys(COMMANDS).map((c) => [c, c as Command] as const),
+  ["register", "service"],
+  ["help", "help"],
+]);
+
+/** Commands that talk to a server: their first argument is its address. */
+const CLIENTS = new Set<Command>([
+  "show",
+  "query",
+  "get",
+  "service",
+  "assume",
+  "free",
+  "watch",
+]);
+
+const TRAILER = `  -h, --help            show this help
+  -v, --version         show the version
 
 Exit codes: 0 success, 1 failure, 2 bad usage.`;
+
+function synopsis(command: Command): string {
+  const spec = COMMANDS[command];
+  const args = spec.args.map((a, i) =>
+    i >= spec.args.length - (spec.optional ?? 0) ? `[${a}]` : a
+  );
+  const exec = spec.exec ? " -- COMMAND [ARGS...]" : "";
+  if (command === "listen") return `seaport PORT [OPTIONS]`;
+  if (!CLIENTS.has(command)) {
+    return `seaport ${command} ${args.join(" ")}`;
+  }
+  const [address, ...rest] = args;
+  return `seaport ${address} ${command} ${rest.join(" ")} [OPTIONS]${exec}`
+    .replace("  ", " ");
+}
 
 /** The usage of one command, or of every command. */
 export function usage(command?: Command): string {
   if (command !== undefined) {
     return `Usage: ${
-      HELP[command][0]
+      synopsis(command)
     }\nRun "seaport ${command} --help" for more.`;
   }
-  const lines = Object.values(HELP).map(([u]) =>
-    u.split("\n       seaport")[0]
-  );
+  const lines = (Object.keys(COMMANDS) as Command[]).map(synopsis);
   return `Usage: ${lines.join("\n       ")}
-       (the command may also come first: seaport query HOST:PORT NAME@RANGE)
+       (the command may also come first: seaport query HOST:PORT PATTERN)
 Run "seaport COMMAND --help" for more.`;
 }
 
@@ -100,50 +329,76 @@ export class UsageError extends Error {
 /** A checked command line. */
 export interface Parsed {
   command: Command;
+  /** The server's address, for the commands that talk to one. */
   address: string;
-  role: string;
+  /** The role (`service`, `assume`) or the pattern (`show`, `query`, `get`). */
+  role: string | undefined;
+  /** `free`'s service address; `completion`'s shell. */
+  target: string;
+  /** `listen`'s port; `assume`'s port. */
   port: number;
   secret: string | undefined;
+  secretFile: string | undefined;
   env: string;
-  /** No `--env` was given: `show` covers every environment. */
+  /** `--env` was given. */
+  envGiven: boolean;
   allEnvs: boolean;
+  json: boolean;
+  records: boolean;
   host: string | undefined;
   range: [number, number] | undefined;
-  timeout: number;
+  /** Milliseconds; `undefined` waits as long as it takes. */
+  timeout: number | undefined;
+  tls: boolean;
+  cert: string | undefined;
+  key: string | undefined;
+  ca: string | undefined;
   meta: Meta;
   exec: string[];
+  restart: RestartPolicy;
+  maxRestarts: number | undefined;
+  restartWindow: number;
+  check: HealthCheck;
+  grace: number;
 }
+
+const RESERVED = new Set(["host", "port", "role", "version", "env", "id"]);
+const MAX_MS = 2 ** 31 - 1;
 
 /** Parses the arguments into a command, or into text to print (help). */
 export function parse(
   args: string[],
   env: Readonly<Record<string, string | undefined>>,
+  runtime = "",
 ): Parsed | string {
   const dash = args.indexOf("--");
   const head = dash < 0 ? args : args.slice(0, dash);
   const exec = dash < 0 ? [] : args.slice(dash + 1);
+  const specs: Record<string, { type: "string" | "boolean"; short?: string }> =
+    {
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean", short: "v" },
+    };
+  for (const [name, spec] of Object.entries(OPTIONS)) {
+    if (name !== "meta.KEY") {
+      specs[name] = { type: "arg" in spec ? "string" : "boolean" };
+    }
+  }
   const { tokens } = parseArgs({
     args: head,
     allowPositionals: true,
     strict: false,
     tokens: true,
-    options: {
-      secret: { type: "string" },
-      host: { type: "string" },
-      range: { type: "string" },
-      timeout: { type: "string" },
-      env: { type: "string" },
-      help: { type: "boolean", short: "h" },
-      version: { type: "boolean", short: "v" },
-    },
+    options: specs,
   });
   const words: string[] = [];
-  const opts = new Map<string, string | undefined>();
+  const opts = new Map<string, string>();
   const meta: Meta = {};
   let problem: string | undefined; // reported once the command is known
   for (const t of tokens) {
     if (t.kind === "positional") words.push(t.value);
     if (t.kind !== "option") continue;
+    const spec = (OPTIONS as Record<string, OptionSpec>)[t.name];
     if (t.name.startsWith("meta.")) {
       const key = t.name.slice(5);
       if (key === "" || t.value === undefined) {
@@ -151,109 +406,186 @@ export function parse(
       } else if (RESERVED.has(key)) {
         problem ??= `--meta cannot set the reserved field "${key}"`;
       } else meta[key] = t.value;
+      opts.set("meta.KEY", "");
     } else if (t.name === "help" || t.name === "version") {
       if (t.inlineValue) problem ??= `${t.rawName} takes no value`;
       opts.set(t.name, "");
-    } else if (!STRING_OPTIONS.includes(t.name)) {
+    } else if (spec === undefined) {
       problem ??= `Unknown option "${t.rawName}"`;
+    } else if (spec.arg === undefined) {
+      if (t.inlineValue) problem ??= `${t.rawName} takes no value`;
+      opts.set(t.name, "");
     } else if (t.value === undefined || (t.value === "" && t.name !== "env")) {
       problem ??= `Option "${t.rawName}" needs a value`;
     } else opts.set(t.name, t.value);
   }
-  if (opts.has("version")) return `seaport ${VERSION}`;
+  if (opts.has("version")) {
+    return `seaport ${VERSION}${runtime === "" ? "" : ` (${runtime})`}`;
+  }
 
-  const [command, rest] = resolve(words, opts.has("help"));
+  let command: Command | "help" | undefined;
+  let rest: string[];
+  try {
+    [command, rest] = resolve(words, opts.has("help"));
+  } catch (err) {
+    // `seaport 0 --bogus value`: the option is the mistake, not "value"
+    throw problem !== undefined ? new UsageError(problem) : err;
+  }
   if (command === "help") return rest[0] ? help(rest[0]) : overview();
   if (opts.has("help")) return command ? help(command) : overview();
   if (command === undefined) {
     throw new UsageError(problem ?? "Missing a command");
   }
 
-  const allowed: Record<Command, string[]> = {
-    listen: ["secret", "host", "range"],
-    show: ["secret", "env", "timeout"],
-    query: ["secret", "env", "timeout"],
-    watch: ["secret", "env", "timeout"],
-    service: ["secret", "env"],
-  };
+  const spec = COMMANDS[command];
   const fail = (msg: string) => new UsageError(msg, command);
   if (problem !== undefined) throw fail(problem);
   for (const name of opts.keys()) {
-    if (!allowed[command].includes(name)) {
-      throw fail(`Option "--${name}" does not apply to "${command}"`);
+    if (!(spec.options as readonly string[]).includes(name)) {
+      const shown = name === "meta.KEY" ? "--meta.KEY=VALUE" : `--${name}`;
+      throw fail(`Option "${shown}" does not apply to "${command}"`);
     }
   }
-  if (command !== "service" && Object.keys(meta).length > 0) {
-    throw fail(`--meta.KEY=VALUE only applies to "service"`);
-  }
-  if (command !== "service" && dash >= 0) {
+  if (!spec.exec && dash >= 0) {
     throw fail(`"--" and a command only apply to "service"`);
   }
-  const arity = { listen: 1, show: 1, watch: 1, query: 2, service: 2 };
-  if (rest.length !== arity[command]) {
+  const needed = spec.args.length - (spec.optional ?? 0);
+  if (rest.length < needed || rest.length > spec.args.length) {
     throw fail(
-      rest.length < arity[command]
-        ? `Missing arguments for "${command}"`
-        : `Unexpected argument "${rest[arity[command]]}"`,
+      rest.length < needed
+        ? `Missing arguments for "${command}": expected ${
+          spec.args.slice(rest.length, needed).join(" ")
+        }`
+        : `Unexpected argument "${rest[spec.args.length]}"`,
     );
   }
-  const [first = "", second = ""] = rest;
+  const int = (name: string, min: number, max = MAX_MS) => {
+    const v = opts.get(name);
+    return v === undefined
+      ? undefined
+      : integer(v, `--${name}`, min, max, command);
+  };
   const parsed: Parsed = {
     command,
-    address: first,
-    role: second,
+    address: CLIENTS.has(command) ? rest[0]! : "",
+    role: undefined,
+    target: "",
     port: 0,
-    secret: opts.get("secret") ?? (env.SEAPORT_SECRET || undefined),
+    secret: opts.get("secret"),
+    secretFile: opts.get("secret-file"),
     env: opts.get("env") ?? "",
-    allEnvs: opts.get("env") === undefined,
+    envGiven: opts.has("env"),
+    allEnvs: opts.has("all-envs"),
+    json: opts.has("json"),
+    records: opts.has("records"),
     host: opts.get("host"),
     range: undefined,
-    timeout: DEFAULT_TIMEOUT,
+    timeout: int("timeout", 1),
+    tls: opts.has("tls") || opts.has("ca") || opts.has("cert"),
+    cert: opts.get("cert"),
+    key: opts.get("key"),
+    ca: opts.get("ca"),
     meta,
     exec,
+    restart: "always",
+    maxRestarts: int("max-restarts", 0),
+    restartWindow: int("restart-window", 1) ?? 60_000,
+    check: {
+      interval: int("check-interval", 1) ?? DEFAULT_CHECK.interval,
+      timeout: int("check-timeout", 1) ?? DEFAULT_CHECK.timeout,
+      failures: int("check-failures", 1, 1000) ?? DEFAULT_CHECK.failures,
+      http: opts.get("check-http"),
+      cmd: opts.get("check-cmd"),
+    },
+    grace: int("grace", 0) ?? 10_000,
   };
-  if (command === "listen") {
-    parsed.port = integer(first, "port", 0, 65535, command);
-    const range = opts.get("range");
-    if (range !== undefined) {
-      const m = /^(\d+)-(\d+)$/.exec(range);
-      const lo = Number(m?.[1]), hi = Number(m?.[2]);
-      if (!m || lo < 1 || hi > 65535 || lo > hi) {
-        throw fail(
-          `Invalid range "${range}": expected LO-HI with 1 <= LO <= HI <= 65535`,
-        );
-      }
-      parsed.range = [lo, hi];
+  if (parsed.secret !== undefined && parsed.secretFile !== undefined) {
+    throw fail(`Give the secret once: --secret or --secret-file, not both`);
+  }
+  if (parsed.secret === undefined && parsed.secretFile === undefined) {
+    parsed.secret = env.SEAPORT_SECRET || undefined;
+  }
+  if (parsed.envGiven && parsed.allEnvs) {
+    throw fail(`Give --env E or --all-envs, not both`);
+  }
+  if (parsed.check.http !== undefined && parsed.check.cmd !== undefined) {
+    throw fail(`Give --check-http or --check-cmd, not both`);
+  }
+  if ((parsed.cert === undefined) !== (parsed.key === undefined)) {
+    throw fail(`--cert and --key go together`);
+  }
+  const restart = opts.get("restart");
+  if (restart !== undefined) {
+    if (!OPTIONS.restart.values.includes(restart as RestartPolicy)) {
+      throw fail(
+        `Invalid --restart "${restart}": expected always, on-failure or never`,
+      );
     }
-    return parsed;
+    parsed.restart = restart as RestartPolicy;
+  }
+  switch (command) {
+    case "listen": {
+      parsed.port = integer(rest[0]!, "port", 0, 65535, command);
+      const range = opts.get("range");
+      if (range !== undefined) {
+        const m = /^(\d+)-(\d+)$/.exec(range);
+        const lo = Number(m?.[1]), hi = Number(m?.[2]);
+        if (!m || lo < 1 || hi > 65535 || lo > hi) {
+          throw fail(
+            `Invalid range "${range}": expected LO-HI with 1 <= LO <= HI <= 65535`,
+          );
+        }
+        parsed.range = [lo, hi];
+      }
+      return parsed;
+    }
+    case "completion":
+      if (rest[0] !== "bash" && rest[0] !== "zsh") {
+        throw fail(`Unknown shell "${rest[0]}": expected bash or zsh`);
+      }
+      parsed.target = rest[0];
+      return parsed;
   }
   try {
-    parseAddress([first]);
-    if (command === "query") parsePattern(second);
-    if (command === "service") parseRole(second);
+    parseAddress([parsed.address]);
+    const second = rest[1];
+    if (command === "service" || command === "assume") parseRole(second!);
+    else if (second !== undefined && command !== "free") parsePattern(second);
+    if (command === "free") parsed.target = second!;
+    else parsed.role = second;
   } catch (err) {
     throw fail(err instanceof Error ? err.message : String(err));
   }
-  const timeout = opts.get("timeout");
-  if (timeout !== undefined) {
-    parsed.timeout = integer(timeout, "timeout", 1, 2 ** 31 - 1, command);
+  if (command === "assume") {
+    parsed.port = integer(rest[2]!, "port", 1, 65535, command);
   }
+  if (command === "free") parseService(parsed.target, command);
   if (command === "service" && exec.length === 0) {
     throw fail(`Missing the command to run after "--"`);
+  }
+  if (parsed.timeout === undefined && spec.timeout === REACH) {
+    parsed.timeout = DEFAULT_TIMEOUT;
   }
   return parsed;
 }
 
-const STRING_OPTIONS = ["secret", "host", "range", "timeout", "env"];
-const VERBS = new Map<string, Command | "help">([
-  ["listen", "listen"],
-  ["show", "show"],
-  ["query", "query"],
-  ["service", "service"],
-  ["register", "service"],
-  ["watch", "watch"],
-  ["help", "help"],
-]);
+/** `free`'s SERVICE: `HOST:PORT`, `[V6]:PORT` or `PORT`. */
+export function parseService(
+  s: string,
+  command: Command = "free",
+): { host: string | undefined; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s);
+  if (m === null) {
+    return {
+      host: undefined,
+      port: integer(s, "service port", 1, 65535, command),
+    };
+  }
+  return {
+    host: m[1] ?? m[2],
+    port: integer(m[3]!, "service port", 1, 65535, command),
+  };
+}
 
 /** Finds the command in seed order (`ADDR show`) or verb first (`show ADDR`). */
 function resolve(
@@ -266,8 +598,11 @@ function resolve(
   if (verb !== undefined) return [verb, words.slice(1)];
   if (second !== undefined) {
     const v = VERBS.get(second);
-    if (v !== undefined && v !== "listen" && v !== "help") {
+    if (v !== undefined && v !== "help" && CLIENTS.has(v)) {
       return [v, [first, ...words.slice(2)]];
+    }
+    if (/^\d+$/.test(first)) {
+      throw new UsageError(`Unexpected argument "${second}"`, "listen");
     }
     throw new UsageError(`Unknown command "${second}"`);
   }
@@ -275,7 +610,7 @@ function resolve(
   if (helping) return [undefined, []];
   throw new UsageError(
     first.includes(":")
-      ? `Missing a command after "${first}": show, query, service or watch`
+      ? `Missing a command after "${first}": ${[...CLIENTS].join(", ")}`
       : `Unknown command "${first}"`,
   );
 }
@@ -288,13 +623,39 @@ ${usage()}
 ${TRAILER}`;
 }
 
+/** The option lines of a command's help, aligned. */
+function optionLines(command: Command): string[] {
+  const spec = COMMANDS[command];
+  const rows = spec.options.map((name) => {
+    const o: OptionSpec = OPTIONS[name];
+    const left = name === "meta.KEY"
+      ? "--meta.KEY=VALUE"
+      : `--${name}${o.arg === undefined ? "" : ` ${o.arg}`}`;
+    const text = name === "timeout" ? spec.timeout ?? "" : o.help;
+    return [left, text] as const;
+  });
+  const width = Math.max(20, ...rows.map(([left]) => left.length + 2));
+  const pad = " ".repeat(width + 2);
+  return rows.map(([left, text]) =>
+    `  ${left.padEnd(width)}${text.split("\n").join(`\n${pad}`)}`
+  );
+}
+
 function help(name: string): string {
-  const command = name === "register" ? "service" : name;
-  if (!Object.hasOwn(HELP, command)) {
+  const verb = VERBS.get(name);
+  if (verb === undefined || verb === "help") {
     throw new UsageError(`Unknown command "${name}"`);
   }
-  const [use, text] = HELP[command as Command];
-  return `Usage: ${use}\n\n${text}\n${TRAILER}`;
+  const spec = COMMANDS[verb];
+  const options = optionLines(verb);
+  return `Usage: ${synopsis(verb)}
+
+${spec.about}
+${options.length > 0 ? `\nOptions:\n${options.join("\n")}\n` : ""}
+Examples:
+${spec.examples.map((e) => `  ${e}`).join("\n")}
+
+${TRAILER}`;
 }
 
 function integer(
@@ -312,4 +673,66 @@ function integer(
     );
   }
   return n;
+}
+
+/**
+ * A completion script for bash or zsh, made from the same tables the parser
+ * reads.
+ */
+export function completion(shell: "bash" | "zsh"): string {
+  const verbs = [...VERBS.keys()].filter((v) => v !== "help");
+  const optionsOf = (c: Command) =>
+    COMMANDS[c].options.filter((o) => o !== "meta.KEY").map((o) => `--${o}`)
+      .concat(COMMANDS[c].options.includes("meta.KEY") ? ["--meta."] : [])
+      .concat(["--help"]);
+  const cases = (Object.keys(COMMANDS) as Command[]).map((c) => {
+    const names = c === "service" ? "service|register" : c;
+    return `    ${names}) opts="${optionsOf(c).join(" ")}" ;;`;
+  }).join("\n");
+  const withValues = Object.entries(OPTIONS).filter(([, o]) =>
+    "values" in o
+  ) as [string, OptionSpec][];
+  const valueCases = withValues.map(([n, o]) =>
+    `    --${n}) COMPREPLY=($(compgen -W "${
+      o.values!.join(" ")
+    }" -- "$cur")); return ;;`
+  ).join("\n");
+  const fileOpts = Object.entries(OPTIONS).filter(([, o]) =>
+    "arg" in o && (o.arg === "FILE" || o.arg === "PATH")
+  ).map(([n]) => `--${n}`).join("|");
+  const bash = `# bash completion for seaport ${VERSION}
+_seaport() {
+  local cur prev cmd="" w opts
+  cur="\${COMP_WORDS[COMP_CWORD]}"
+  prev="\${COMP_WORDS[COMP_CWORD-1]}"
+  for w in "\${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
+    case "$w" in
+      --) return ;;
+      ${verbs.join("|")}) cmd="$w" ;;
+    esac
+  done
+  case "$prev" in
+${valueCases}
+    ${fileOpts}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+  esac
+  if [[ -z "$cmd" ]]; then
+    if [[ "$prev" == completion ]]; then
+      COMPREPLY=($(compgen -W "bash zsh" -- "$cur")); return
+    fi
+    COMPREPLY=($(compgen -W "${verbs.join(" ")} --help --version" -- "$cur"))
+    return
+  fi
+  [[ "$cmd" == completion ]] && { COMPREPLY=($(compgen -W "bash zsh" -- "$cur")); return; }
+  case "$cmd" in
+${cases}
+  esac
+  COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}
+complete -F _seaport seaport
+`;
+  if (shell === "bash") return bash;
+  return `#compdef seaport
+# zsh completion for seaport ${VERSION}, through bash's completion function
+autoload -U +X bashcompinit && bashcompinit
+${bash}`;
 }

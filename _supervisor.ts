@@ -1,15 +1,20 @@
 /**
  * The process supervisor behind `seaport service`: runs a command with its
- * port as the last argument and in `$PORT`, reports once the command accepts
- * TCP connections on that port, restarts it on the same port when it exits
- * (with exponential backoff, reset after it stayed up a while), and stops it
- * on request. Private to the CLI.
+ * port as the last argument and in `$PORT`, says when the command is up (it
+ * accepts TCP connections on the port) and when it is down (it exited, or
+ * failed its health check so many times in a row), restarts it on the same
+ * port by a restart policy (with exponential backoff, reset after it stayed up
+ * a while), and stops it on request. Private to the CLI.
  *
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { accessSync, constants, existsSync } from "node:fs";
+import { request } from "node:http";
 import { connect } from "node:net";
+import { delimiter, isAbsolute, join } from "node:path";
 import process from "node:process";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** The first restart delay, in ms; doubled after every quick exit. */
 export const RESTART_DELAY_MIN = 100;
@@ -17,12 +22,27 @@ export const RESTART_DELAY_MIN = 100;
 export const RESTART_DELAY_MAX = 10_000;
 /** A run at least this long (ms) resets the restart delay. */
 export const STABLE_AFTER = 10_000;
-/** How long (ms) a stopped command has to exit before it is killed. */
-export const STOP_GRACE = 10_000;
 const PROBE_DELAY_MIN = 20;
 const PROBE_DELAY_MAX = 500;
 const PROBE_TIMEOUT = 1000;
 const SLOW_START = 10_000;
+
+/** When a command that exited is started again. */
+export type RestartPolicy = "always" | "on-failure" | "never";
+
+/** How the supervisor checks a running command. */
+export interface HealthCheck {
+  /** Milliseconds between checks. */
+  interval: number;
+  /** Milliseconds one check may take. */
+  timeout: number;
+  /** Failures in a row that make the command down. */
+  failures: number;
+  /** Check with `GET http://127.0.0.1:PORT` + `http` (2xx is healthy). */
+  http?: string | undefined;
+  /** Check by running this shell command (exit 0 is healthy). */
+  cmd?: string | undefined;
+}
 
 /** What {@linkcode supervise} runs and whom it tells. */
 export interface SuperviseOptions {
@@ -34,83 +54,152 @@ export interface SuperviseOptions {
   port: number;
   /** The command's environment; `PORT` is added. */
   env: Readonly<Record<string, string | undefined>>;
-  /** Called once, when the command first accepts a TCP connection. */
-  onListening: () => void;
+  /** The command accepts connections (first, after a restart, or healthy again). */
+  onUp: () => void;
+  /** The command went down: it exited, or failed its health check. */
+  onDown: (why: string) => void;
   /** Writes one line of status for people. */
   log: (line: string) => void;
+  /** When to restart. Default: `always`. */
+  restart?: RestartPolicy;
+  /** Restarts allowed within `restartWindow` before giving up. Default: unbounded. */
+  maxRestarts?: number;
+  /** The window of `maxRestarts`, in ms. Default: 60000. */
+  restartWindow?: number;
+  /** How the running command is checked. Default: a TCP connect every 2 s. */
+  check?: HealthCheck;
+  /** Milliseconds a stopped command has to exit before it is killed. Default: 10000. */
+  grace?: number;
+}
+
+/** How a supervision ended. */
+export interface Outcome {
+  /** Set when it ended in failure: the command cannot run, or restarted too often. */
+  error?: Error;
+  /** The exit code `seaport service` should end with. */
+  code: number;
 }
 
 /** A running supervision. */
 export interface Supervision {
   /**
-   * Resolves when supervision ended: after {@linkcode Supervision.stop}, or
-   * with an error when the command cannot be started at all.
+   * Resolves when supervision ended: after {@linkcode Supervision.stop}, when
+   * the restart policy says not to restart, or in failure.
    */
-  readonly done: Promise<Error | undefined>;
+  readonly done: Promise<Outcome>;
   /**
    * Stops restarting, sends `signal` to the command and waits until it exits
-   * (killing it after a grace period, or at once when called again).
+   * (killing it after the grace period, or at once when called again).
    */
   stop(signal: "SIGINT" | "SIGTERM"): Promise<void>;
 }
 
+/** The default health check: a TCP connect every 2 s, down after 2 failures. */
+export const DEFAULT_CHECK: HealthCheck = {
+  interval: 2000,
+  timeout: 1000,
+  failures: 2,
+};
+
 /**
  * Runs `command args… PORT` and keeps it running until stopped.
+ *
+ * On Linux the command is started through `setpriv --pdeathsig SIGTERM`, so
+ * that it is told to stop when the supervisor dies (even by `kill -9`).
  *
  * @param options The command, its port and environment, and callbacks.
  * @returns The supervision, already running.
  */
 export function supervise(options: SuperviseOptions): Supervision {
   const { command, args, port, log } = options;
-  const env = { ...options.env, PORT: String(port) };
-  let stopping = false;
+  const env: Record<string, string | undefined> = {
+    ...options.env,
+    PORT: String(port),
+  };
+  const policy = options.restart ?? "always";
+  const maxRestarts = options.maxRestarts ?? Infinity;
+  const window = options.restartWindow ?? 60_000;
+  const check = options.check ?? DEFAULT_CHECK;
+  const grace = options.grace ?? 10_000;
+  const stopping = new AbortController();
   let child: ChildProcess | undefined;
-  let wake: (() => void) | undefined;
-  let listening = false;
+  let up = false;
+  const restarts: number[] = [];
 
-  const run = async (): Promise<Error | undefined> => {
+  const setUp = (now: boolean, why = "") => {
+    if (now === up) return;
+    up = now;
+    if (now) options.onUp();
+    else options.onDown(why);
+  };
+
+  const run = async (): Promise<Outcome> => {
+    const program = findProgram(command, env.PATH);
+    if (program === undefined) {
+      return {
+        code: 1,
+        error: new Error(`Cannot run "${command}": no such program`),
+      };
+    }
     let delay = RESTART_DELAY_MIN;
-    while (!stopping) {
+    while (!stopping.signal.aborted) {
       const started = Date.now();
-      const proc = spawn(command, [...args, String(port)], {
-        stdio: "inherit",
-        env,
-      });
+      const proc = start(program, [...args, String(port)], env);
       child = proc;
+      const exited = new AbortController();
       const exit = new Promise<string | Error>((resolve) => {
-        proc.once(
-          "exit",
-          (code, sig) =>
-            resolve(sig === null ? `code ${code}` : `signal ${sig}`),
-        );
+        proc.once("exit", (code, sig) => {
+          exited.abort();
+          setUp(false, `it exited with ${describe(code, sig)}`);
+          resolve(sig === null ? `code ${code}` : `signal ${sig}`);
+        });
         proc.on("error", (err) => {
           if (proc.pid === undefined) resolve(err); // never started
           else log(`seaport: ${err.message}`);
         });
       });
-      if (!listening) probe(port, exit, log).then(reached);
+      void watch(port, check, env, exited.signal, log, setUp);
       const how = await exit;
       child = undefined;
       if (how instanceof Error) {
-        return new Error(`Cannot run "${command}": ${how.message}`, {
-          cause: how,
-        });
+        return {
+          code: 1,
+          error: new Error(`Cannot run "${command}": ${how.message}`, {
+            cause: how,
+          }),
+        };
       }
-      if (stopping) break;
-      if (Date.now() - started >= STABLE_AFTER) delay = RESTART_DELAY_MIN;
+      if (stopping.signal.aborted) break;
+      const code = proc.exitCode ?? 1;
+      if (policy === "never" || (policy === "on-failure" && code === 0)) {
+        log(
+          `seaport: "${command}" exited with ${how}; not restarting (--restart ${policy})`,
+        );
+        return { code: proc.exitCode ?? 1 };
+      }
+      const now = Date.now();
+      restarts.push(now);
+      while (restarts.length > 0 && restarts[0]! <= now - window) {
+        restarts.shift();
+      }
+      if (restarts.length > maxRestarts) {
+        return {
+          code: 1,
+          error: new Error(
+            `"${command}" exited ${restarts.length} times within ${window} ms (--max-restarts ${maxRestarts}); giving up`,
+          ),
+        };
+      }
+      if (now - started >= STABLE_AFTER) delay = RESTART_DELAY_MIN;
       log(
         `seaport: "${command}" exited with ${how}; restarting in ${delay} ms`,
       );
-      await pause(delay, (w) => wake = w);
+      await sleep(delay, undefined, { signal: stopping.signal }).catch(
+        () => {},
+      );
       delay = Math.min(delay * 2, RESTART_DELAY_MAX);
     }
-    return undefined;
-  };
-
-  const reached = (ok: boolean) => {
-    if (!ok || listening || stopping) return;
-    listening = true;
-    options.onListening();
+    return { code: 0 };
   };
 
   const done = run();
@@ -123,17 +212,67 @@ export function supervise(options: SuperviseOptions): Supervision {
         signal(proc, "SIGKILL");
         return stopped;
       }
-      stopping = true;
-      wake?.();
+      stopping.abort();
+      setUp(false, "it is stopping");
       if (proc === undefined) return stopped = done.then(() => {});
       const killer = setTimeout(() => {
-        log(`seaport: "${command}" did not exit; killing it`);
+        log(
+          `seaport: "${command}" did not exit within ${grace} ms; killing it`,
+        );
         signal(proc, "SIGKILL");
-      }, STOP_GRACE);
+      }, grace);
       signal(proc, sig);
       return stopped = done.then(() => clearTimeout(killer));
     },
   };
+}
+
+/** `code 3` or `signal SIGKILL`, for people. */
+function describe(code: number | null, sig: string | null): string {
+  return sig === null ? `code ${code}` : `signal ${sig}`;
+}
+
+const SETPRIV = "/usr/bin/setpriv";
+const pdeathsig = process.platform === "linux" && existsSync(SETPRIV);
+
+/** Starts the command; on Linux it gets SIGTERM when its parent dies. */
+function start(
+  program: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+): ChildProcess {
+  return pdeathsig
+    ? spawn(SETPRIV, ["--pdeathsig", "SIGTERM", "--", program, ...args], {
+      stdio: "inherit",
+      env,
+    })
+    : spawn(program, args, { stdio: "inherit", env });
+}
+
+/** The program's path: as given when it has a slash, else found on `PATH`. */
+function findProgram(
+  command: string,
+  path: string | undefined,
+): string | undefined {
+  const runnable = (file: string) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (command.includes("/") || command.includes("\\")) {
+    return runnable(command) ? command : undefined;
+  }
+  if (process.platform === "win32") return command; // PATHEXT: leave it to spawn
+  // without PATH, where execvp(3) looks
+  for (const dir of (path ?? "/usr/local/bin:/usr/bin:/bin").split(delimiter)) {
+    if (dir === "" || !isAbsolute(dir)) continue;
+    const file = join(dir, command);
+    if (runnable(file)) return file;
+  }
+  return undefined;
 }
 
 /**
@@ -149,29 +288,72 @@ function signal(child: ChildProcess | undefined, sig: NodeJS.Signals): void {
 }
 
 /**
- * Tries to connect to `port` on loopback (IPv4, then IPv6) with a capped
- * backoff until it succeeds or `exit` settles; says so once if that takes long.
+ * Follows one run of the command until `exited`: first waits until it accepts
+ * connections (then up), then checks it every interval; `failures` failed
+ * checks in a row make it down, one passed check up again.
  */
-async function probe(
+async function watch(
   port: number,
-  exit: Promise<unknown>,
+  check: HealthCheck,
+  env: Readonly<Record<string, string | undefined>>,
+  exited: AbortSignal,
+  log: (line: string) => void,
+  setUp: (up: boolean, why?: string) => void,
+): Promise<void> {
+  if (!await firstAccept(port, exited, log)) return;
+  setUp(true);
+  let failed = 0;
+  let healthy = true;
+  while (!exited.aborted) {
+    try {
+      await sleep(check.interval, undefined, { signal: exited });
+    } catch {
+      return;
+    }
+    const problem = await healthCheck(port, check, env);
+    if (exited.aborted) return;
+    if (problem === undefined) {
+      failed = 0;
+      if (!healthy) {
+        healthy = true;
+        log(`seaport: the health check passes again`);
+        setUp(true);
+      }
+      continue;
+    }
+    failed++;
+    if (healthy && failed >= check.failures) {
+      healthy = false;
+      const why =
+        `failed its health check ${failed} times in a row (${problem})`;
+      log(`seaport: the command ${why}`);
+      setUp(false, why);
+    }
+  }
+}
+
+/**
+ * Tries to connect to `port` on loopback with a capped backoff until it
+ * succeeds (true) or the command exits (false); says so once if that takes
+ * long.
+ */
+async function firstAccept(
+  port: number,
+  exited: AbortSignal,
   log: (line: string) => void,
 ): Promise<boolean> {
-  let exited = false;
   let warned = false;
-  let wake: (() => void) | undefined;
-  exit.then(() => {
-    exited = true;
-    wake?.();
-  });
   let delay = PROBE_DELAY_MIN;
   const started = Date.now();
-  while (!exited) {
-    if (await accepts("127.0.0.1", port) || await accepts("::1", port)) {
-      return !exited;
+  while (!exited.aborted) {
+    if (await accepts(port, PROBE_TIMEOUT) === undefined) {
+      return !exited.aborted;
     }
-    if (exited) break;
-    await pause(delay, (w) => wake = w);
+    try {
+      await sleep(delay, undefined, { signal: exited });
+    } catch {
+      return false;
+    }
     delay = Math.min(delay * 2, PROBE_DELAY_MAX);
     if (!warned && Date.now() - started >= SLOW_START) {
       warned = true;
@@ -181,36 +363,107 @@ async function probe(
   return false;
 }
 
-/** Whether a TCP connection to `host:port` succeeds within the timeout. */
-function accepts(host: string, port: number): Promise<boolean> {
+/** Runs one health check; `undefined` when healthy, else what failed. */
+function healthCheck(
+  port: number,
+  check: HealthCheck,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<string | undefined> {
+  if (check.cmd !== undefined) return commandCheck(check.cmd, check, env);
+  if (check.http !== undefined) return httpCheck(port, check);
+  return accepts(port, check.timeout);
+}
+
+/** Whether loopback `port` accepts a TCP connection (IPv4, then IPv6). */
+async function accepts(
+  port: number,
+  timeout: number,
+): Promise<string | undefined> {
+  const v4 = await connects("127.0.0.1", port, timeout);
+  if (v4 === undefined) return undefined;
+  const v6 = await connects("::1", port, timeout);
+  return v6 === undefined ? undefined : v4;
+}
+
+function connects(
+  host: string,
+  port: number,
+  timeout: number,
+): Promise<string | undefined> {
   return new Promise((resolve) => {
     const socket = connect({ host, port });
-    const finish = (ok: boolean) => {
+    const finish = (problem: string | undefined) => {
       clearTimeout(timer);
       socket.destroy();
-      resolve(ok);
+      resolve(problem);
     };
-    const timer = setTimeout(() => finish(false), PROBE_TIMEOUT);
-    socket.once("connect", () => finish(true));
-    socket.once("error", () => finish(false));
+    const timer = setTimeout(
+      () => finish(`no connection within ${timeout} ms`),
+      timeout,
+    );
+    socket.once("connect", () => finish(undefined));
+    socket.once("error", (err) => finish(`connect: ${err.message}`));
   });
 }
 
-/**
- * Sleeps `ms`; `setWake` gets a function that ends the sleep early (and gets
- * `undefined` once the sleep is over).
- */
-function pause(
-  ms: number,
-  setWake: (wake: (() => void) | undefined) => void,
-): Promise<void> {
+/** `GET` of the check's path on loopback; a 2xx answer is healthy. */
+function httpCheck(
+  port: number,
+  check: HealthCheck,
+): Promise<string | undefined> {
+  const path = check.http!.startsWith("/") ? check.http! : `/${check.http}`;
   return new Promise((resolve) => {
-    const done = () => {
+    const req = request({
+      host: "127.0.0.1",
+      port,
+      path,
+      agent: false,
+      timeout: check.timeout,
+    }, (res) => {
+      res.resume();
+      const status = res.statusCode ?? 0;
+      resolve(
+        status >= 200 && status < 300
+          ? undefined
+          : `GET ${path}: HTTP ${status}`,
+      );
+      req.destroy();
+    });
+    req.once("timeout", () => {
+      resolve(`GET ${path}: no answer within ${check.timeout} ms`);
+      req.destroy();
+    });
+    req.once("error", (err) => resolve(`GET ${path}: ${err.message}`));
+    req.end();
+  });
+}
+
+/** Runs the check's shell command (with `$PORT`); exit 0 is healthy. */
+function commandCheck(
+  cmd: string,
+  check: HealthCheck,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const shell = process.platform === "win32" ? "cmd.exe" : "/bin/sh";
+    const flag = process.platform === "win32" ? "/c" : "-c";
+    const proc = spawn(shell, [flag, cmd], {
+      stdio: "ignore",
+      env,
+    });
+    const timer = setTimeout(() => {
+      signal(proc, "SIGKILL");
+      resolve(`"${cmd}" took longer than ${check.timeout} ms`);
+    }, check.timeout);
+    proc.once("error", (err) => {
       clearTimeout(timer);
-      setWake(undefined);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    setWake(done);
+      resolve(`"${cmd}": ${err.message}`);
+    });
+    proc.once("exit", (code, sig) => {
+      clearTimeout(timer);
+      resolve(
+        code === 0 ? undefined : `"${cmd}" exited with ${describe(code, sig)}`,
+      );
+    });
   });
 }

@@ -11,6 +11,7 @@ import { Emitter } from "./_emitter.ts";
 import { answer, importSecret, type SecretKey } from "./_auth.ts";
 import { Outbox } from "./_outbox.ts";
 import {
+  AbortError,
   AuthError,
   ConnectionError,
   errorFromWire,
@@ -119,6 +120,11 @@ export interface QueryOptions {
   env?: string;
   /** Every environment (overrides `env`). */
   all?: boolean;
+  /**
+   * Add `since` to each record: when it was last made visible, in ms since
+   * the epoch (to the second).
+   */
+  since?: boolean;
 }
 
 /**
@@ -140,7 +146,11 @@ export interface QueryOptions {
  * ```
  */
 export interface GetOptions {
-  /** Gives up waiting when aborted, rejecting with the signal's reason. */
+  /**
+   * Gives up waiting when aborted, rejecting with an `AbortError` (a
+   * `TimeoutError` for `AbortSignal.timeout()`) whose `cause` is the
+   * signal's reason.
+   */
   signal?: AbortSignal;
   /** Gives up after this many ms, rejecting with a `TimeoutError`. */
   timeout?: number;
@@ -178,17 +188,48 @@ export type ServiceCallback = (
  */
 export interface PortsEvents {
   /** An allocated port became ready somewhere (server event). */
-  allocate: (record: ServiceRecord) => void;
+  allocate: (record: ServiceRecord, unready: boolean) => void;
   /** A service assumed a port somewhere (server event). */
-  assume: (record: ServiceRecord) => void;
-  /** A registration was freed somewhere (server event). */
-  free: (record: ServiceRecord) => void;
+  assume: (record: ServiceRecord, unready: boolean) => void;
+  /**
+   * A registration was freed somewhere, or went not ready (`unready`: hidden,
+   * its port still reserved) (server event).
+   */
+  free: (record: ServiceRecord, unready: boolean) => void;
+  /**
+   * The event subscription was made, or made again after a reconnect: every
+   * visible registration in the listener's scope now. The events that follow
+   * are the changes after it, so a listener that keeps a map of the registry
+   * sees what changed while it was away by comparing (server event).
+   */
+  resync: (records: ServiceRecord[]) => void;
   /** The connection is up and authenticated. */
   connect: () => void;
   /** The connection was lost; the client reconnects. */
   disconnect: (err?: unknown) => void;
   /** Something failed that no returned Promise reports. */
   error: (err: unknown) => void;
+}
+
+/**
+ * Which environment's server events a listener receives: by default the
+ * client's own (as queries answer); `env` names another, `all` takes every
+ * environment.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "./mod.ts";
+ * const ports = connect(9090);
+ * ports.on("allocate", (r) => console.log(r.env, r.role), { all: true });
+ * ports.on("free", (r) => console.log("prod lost", r.role), { env: "prod" });
+ * await ports.close();
+ * ```
+ */
+export interface EventScope {
+  /** The environment to follow. Default: the client's. */
+  env?: string;
+  /** Every environment (overrides `env`). */
+  all?: boolean;
 }
 
 /**
@@ -234,10 +275,35 @@ export interface Ports extends AsyncDisposable {
   assume(
     role: string,
     port: number | (Meta & { port: number }),
-    cb?: () => void,
-  ): Promise<void>;
+    cb?: (record: ServiceRecord) => void,
+  ): Promise<ServiceRecord>;
+  /**
+   * Makes this client's registration on `port` visible (again): what the
+   * `ready` of `service()`'s callback does, and the way back from
+   * {@linkcode Ports.unready}. Resolves once the server shows it.
+   *
+   * @throws {RegistryError} `NOT_FOUND` if this client holds nothing there.
+   */
+  ready(port: number): Promise<void>;
+  /**
+   * Hides this client's registration on `port` while keeping the port
+   * reserved: queries and gets skip it and subscribers see a `free` event
+   * (with `unready` true), until {@linkcode Ports.ready}. For a service that
+   * crashed, is restarting or failed a health check. Kept across reconnects.
+   *
+   * @throws {RegistryError} `NOT_FOUND` if this client holds nothing there.
+   */
+  unready(port: number): Promise<void>;
   /** Gives a registration back, by port or by record. */
   free(port: number | ServiceRecord, cb?: () => void): Promise<void>;
+  /**
+   * Frees whatever registration holds `port` on `host`, whoever holds it: an
+   * operator's tool (`seaport free`). A connected holder is not told.
+   *
+   * @returns The freed record.
+   * @throws {RegistryError} `NOT_FOUND` when nothing holds that port.
+   */
+  evict(host: string, port: number): Promise<ServiceRecord>;
   /**
    * The registrations matching `pattern` now (all in the environment without
    * a pattern), in this client's environment or in `env`.
@@ -273,8 +339,15 @@ export interface Ports extends AsyncDisposable {
     options: GetOptions,
     cb?: (records: ServiceRecord[]) => void,
   ): Promise<ServiceRecord[]>;
-  /** Adds an event listener; server events are subscribed on first use. */
-  on<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this;
+  /**
+   * Adds an event listener; server events are subscribed on first use and
+   * come from the client's environment unless `scope` says otherwise.
+   */
+  on<K extends keyof PortsEvents>(
+    event: K,
+    fn: PortsEvents[K],
+    scope?: EventScope,
+  ): this;
   /** Removes an event listener. */
   off<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this;
   /** Whether the connection is up and authenticated. */
@@ -317,6 +390,10 @@ interface LocalService {
   exclude: number[];
   /** Ready as soon as allocated (no `ready` argument in the callback). */
   auto: boolean;
+  /** Made by `assume()`: re-asserted with `assume`, ready or not. */
+  assumed: boolean;
+  /** The record of the last (re-)assertion. */
+  record: ServiceRecord | undefined;
 }
 
 /** Allocations whose port cannot be bound are retried this often at most. */
@@ -325,7 +402,7 @@ const MAX_PROBES = 32;
 /** How long a checked port proposed by `peek` stays good to take, in ms. */
 const HINT_TTL = 1000;
 
-const SERVER_EVENTS = new Set(["allocate", "assume", "free"]);
+const SERVER_EVENTS = new Set(["allocate", "assume", "free", "resync"]);
 
 function positive(name: string, v: number | undefined, dflt: number): number {
   if (v === undefined) return dflt;
@@ -352,6 +429,10 @@ class Client implements Ports {
   #queue: Pending[] = [];
   #services = new Set<LocalService>();
   #subscribed = false;
+  /** Whether some listener follows another environment than the client's. */
+  #subscribedAll = false;
+  /** Server-event listeners as given → as added (filtered by environment). */
+  #scoped = new Map<string, Map<unknown, (...args: never[]) => void>>();
   #host: string | undefined;
   #sleep:
     | { timer: ReturnType<typeof setTimeout>; wake: () => void }
@@ -558,7 +639,7 @@ class Client implements Ports {
 
   #message(msg: ServerMessage): void {
     if ("ev" in msg) {
-      this.#emitter.emit(msg.ev, msg.record);
+      this.#emitter.emit(msg.ev, msg.record, msg.unready === true);
       return;
     }
     if (msg.id === null) {
@@ -655,9 +736,10 @@ class Client implements Ports {
 
   #up(): void {
     this.#state = "ready";
+    // subscribed first: what a connect listener asks is answered after it
+    if (this.#subscribed) this.#subscribe();
     this.#emitter.emit("connect");
     for (const svc of this.#services) this.#assert(svc);
-    if (this.#subscribed) this.#subscribe();
     const queue = this.#queue;
     this.#queue = [];
     for (const p of queue) this.#transmit(p);
@@ -786,6 +868,10 @@ class Client implements Ports {
     else if (!fresh) {
       body.port = svc.port!;
       if (svc.wantReady) body.op = "assume";
+      else if (svc.assumed) {
+        body.op = "assume"; // kept, but not ready
+        body.ready = false;
+      }
     }
     if (svc.meta !== undefined) body.meta = svc.meta;
     if (fresh && hint === undefined && svc.exclude.length > 0) {
@@ -822,9 +908,15 @@ class Client implements Ports {
         const record = result as unknown as ServiceRecord;
         svc.rid = record.id;
         svc.epoch = epoch;
-        if (body.op === "assume" || (body.op === "allocate" && body.ready)) {
-          svc.wantReady = true;
-          this.#visible(svc);
+        svc.record = record;
+        const shown = body.op === "assume"
+          ? body.ready !== false
+          : body.ready === true;
+        if (shown) {
+          if (svc.auto || svc.wantReady) {
+            svc.wantReady = true;
+            this.#visible(svc);
+          } else this.#sendUnready(svc); // unready() was called meanwhile
         } else if (svc.wantReady) {
           this.#sendReady(svc);
         }
@@ -934,6 +1026,7 @@ class Client implements Ports {
   }
 
   #visible(svc: LocalService): void {
+    if (!svc.wantReady) return; // unready() was called meanwhile
     svc.visible = true;
     const waiters = svc.readyWaiters;
     svc.readyWaiters = [];
@@ -941,7 +1034,7 @@ class Client implements Ports {
   }
 
   #sendReady(svc: LocalService): void {
-    if (this.#state !== "ready" || svc.epoch !== this.#epoch) return;
+    if (!this.#current(svc)) return;
     this.#transmit({
       body: { op: "ready", rid: svc.rid! },
       retry: false,
@@ -949,6 +1042,71 @@ class Client implements Ports {
       resolve: () => this.#visible(svc),
       reject: (err) => this.#reportError(err),
     });
+  }
+
+  /** Hides a registration; done at once when it is not on the server now. */
+  #sendUnready(svc: LocalService): Promise<void> {
+    if (!this.#current(svc)) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#transmit({
+        body: { op: "unready", rid: svc.rid! },
+        retry: false,
+        onDrop: resolve, // the re-assertion keeps it hidden
+        resolve: () => resolve(),
+        reject: (err) => {
+          this.#reportError(err);
+          resolve();
+        },
+      });
+    });
+  }
+
+  /** Whether the server holds `svc` on the connection that is up now. */
+  #current(svc: LocalService): boolean {
+    return this.#state === "ready" && svc.rid !== undefined &&
+      svc.epoch === this.#epoch;
+  }
+
+  /** Asks for `svc` to be visible; resolves once it is. */
+  #makeReady(svc: LocalService): Promise<void> {
+    if (svc.visible) return Promise.resolve();
+    const done = new Promise<void>((res) => svc.readyWaiters.push(res));
+    if (!svc.wantReady) {
+      svc.wantReady = true;
+      this.#sendReady(svc);
+    }
+    return done;
+  }
+
+  /** The local registration on `port`. */
+  #holding(port: number, what: string): LocalService {
+    checkPort(port);
+    for (const svc of this.#services) if (svc.port === port) return svc;
+    throw new RegistryError(
+      "NOT_FOUND",
+      `Cannot mark port ${port} ${what}: this client holds no registration on it`,
+    );
+  }
+
+  ready(port: number): Promise<void> {
+    try {
+      return this.#makeReady(this.#holding(port, "ready"));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  unready(port: number): Promise<void> {
+    let svc: LocalService;
+    try {
+      svc = this.#holding(port, "not ready");
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    svc.auto = false;
+    svc.wantReady = false;
+    svc.visible = false;
+    return this.#sendUnready(svc);
   }
 
   #register(
@@ -984,16 +1142,10 @@ class Client implements Ports {
         onPort: undefined,
         exclude: [],
         auto,
+        assumed: false,
+        record: undefined,
       };
-      const ready = (): Promise<void> => {
-        if (svc.visible) return Promise.resolve();
-        const done = new Promise<void>((res) => svc.readyWaiters.push(res));
-        if (!svc.wantReady) {
-          svc.wantReady = true;
-          this.#sendReady(svc);
-        }
-        return done;
-      };
+      const ready = (): Promise<void> => this.#makeReady(svc);
       svc.onPort = (port) => {
         svc.onFail = (err) => this.#reportError(err);
         try {
@@ -1039,9 +1191,9 @@ class Client implements Ports {
   assume(
     role: string,
     portOrMeta: number | (Meta & { port: number }),
-    cb?: () => void,
-  ): Promise<void> {
-    const promise = new Promise<number>((resolve, reject) => {
+    cb?: (record: ServiceRecord) => void,
+  ): Promise<ServiceRecord> {
+    const promise = new Promise<ServiceRecord>((resolve, reject) => {
       checkRole(role);
       let port: number;
       let meta: Meta | undefined;
@@ -1069,17 +1221,19 @@ class Client implements Ports {
         epoch: 0,
         wantReady: true,
         visible: false,
-        readyWaiters: [() => resolve(port)],
+        readyWaiters: [() => resolve(svc.record!)],
         onFail: reject,
         cancel: reject,
         onPort: undefined,
         exclude: [],
         auto: false,
+        assumed: true,
+        record: undefined,
       };
       this.#services.add(svc);
       this.#assert(svc);
-    }).then(() => cb?.());
-    return cb === undefined ? promise : this.#handled(promise);
+    });
+    return this.#withCallback(promise, cb);
   }
 
   free(target: number | ServiceRecord, cb?: () => void): Promise<void> {
@@ -1116,6 +1270,20 @@ class Client implements Ports {
     return cb === undefined ? promise : this.#handled(promise);
   }
 
+  evict(host: string, port: number): Promise<ServiceRecord> {
+    try {
+      if (typeof host !== "string" || host === "") {
+        throw new TypeError("evict() takes a host name or address");
+      }
+      checkPort(port);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#request({ op: "evict", host, port }, false) as Promise<
+      never
+    >;
+  }
+
   query(
     a?: string | QueryOptions | ((records: ServiceRecord[]) => void),
     b?: string | ((records: ServiceRecord[]) => void),
@@ -1140,17 +1308,19 @@ class Client implements Ports {
           "query() takes ([env,] [pattern][, cb]) or ({ pattern, env, all }[, cb])",
         );
       }
-      const { env, pattern, all } = opts;
+      const { env, pattern, all, since } = opts;
       if (pattern !== undefined) parsePattern(pattern);
       const body: {
         op: "query";
         pattern?: string;
         env?: string;
         all?: boolean;
+        since?: boolean;
       } = { op: "query" };
       if (pattern !== undefined) body.pattern = pattern;
       if (env !== undefined) body.env = env;
       if (all === true) body.all = true;
+      if (since === true) body.since = true;
       this.#request(body).then(
         (r) => resolve(r as unknown as ServiceRecord[]),
         reject,
@@ -1182,7 +1352,7 @@ class Client implements Ports {
       parsePattern(pattern);
       const { signal, timeout } = opts;
       if (timeout !== undefined) positive("timeout", timeout, 0);
-      signal?.throwIfAborted();
+      if (signal?.aborted) throw aborted(pattern, signal.reason);
       let timer: ReturnType<typeof setTimeout> | undefined;
       const p: Pending = {
         body: { op: "get", pattern },
@@ -1211,7 +1381,7 @@ class Client implements Ports {
         }
         reject(reason);
       };
-      const onAbort = () => abort(signal!.reason);
+      const onAbort = () => abort(aborted(pattern, signal!.reason));
       const cleanup = () => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
@@ -1237,18 +1407,60 @@ class Client implements Ports {
   }
 
   #subscribe(): void {
+    const body: { op: "subscribe"; all?: boolean; snapshot?: boolean } = {
+      op: "subscribe",
+    };
+    if (this.#subscribedAll) body.all = true;
+    const snapshot = this.#emitter.count("resync") > 0;
+    if (snapshot) body.snapshot = true;
     this.#transmit({
-      body: { op: "subscribe" },
+      body,
       retry: false,
       onDrop: () => {},
-      resolve: () => {},
+      // called as the reply is read, in order with the events around it
+      resolve: (result) => {
+        if (snapshot && Array.isArray(result)) {
+          this.#emitter.emit("resync", result as unknown as ServiceRecord[]);
+        }
+      },
       reject: (err) => this.#reportError(err),
     });
   }
 
-  on<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this {
-    this.#emitter.on(event, fn);
-    if (SERVER_EVENTS.has(event) && !this.#subscribed) {
+  on<K extends keyof PortsEvents>(
+    event: K,
+    fn: PortsEvents[K],
+    scope?: EventScope,
+  ): this {
+    if (!SERVER_EVENTS.has(event)) {
+      this.#emitter.on(event, fn);
+      return this;
+    }
+    if (typeof fn !== "function") {
+      throw new TypeError("The listener must be a function");
+    }
+    if (scope?.env !== undefined && typeof scope.env !== "string") {
+      throw new TypeError(`The scope's "env" must be a string`);
+    }
+    this.off(event, fn);
+    const own = this.#opts.env ?? "";
+    const env = scope?.all === true ? null : (scope?.env ?? own);
+    const listener = fn as (r: unknown, unready?: boolean) => void;
+    const filtered = event === "resync"
+      ? (records: ServiceRecord[]) =>
+        listener(
+          env === null ? records : records.filter((r) => r.env === env),
+        )
+      : (record: ServiceRecord, unready: boolean) => {
+        if (env === null || record.env === env) listener(record, unready);
+      };
+    let mine = this.#scoped.get(event);
+    if (mine === undefined) this.#scoped.set(event, mine = new Map());
+    mine.set(fn, filtered);
+    this.#emitter.on(event, filtered as PortsEvents[K]);
+    const widen = env !== own && !this.#subscribedAll;
+    if (widen) this.#subscribedAll = true;
+    if (!this.#subscribed || widen || event === "resync") {
       this.#subscribed = true;
       if (this.#state === "ready") this.#subscribe();
     }
@@ -1256,9 +1468,25 @@ class Client implements Ports {
   }
 
   off<K extends keyof PortsEvents>(event: K, fn: PortsEvents[K]): this {
-    this.#emitter.off(event, fn);
+    const mine = this.#scoped.get(event);
+    const filtered = mine?.get(fn);
+    if (filtered !== undefined) {
+      mine!.delete(fn);
+      this.#emitter.off(event, filtered as PortsEvents[K]);
+    } else this.#emitter.off(event, fn);
     return this;
   }
+}
+
+/** What an aborted `get()` rejects with: the signal's reason as the cause. */
+function aborted(pattern: string, reason: unknown): Error {
+  const timedOut = reason instanceof Error && reason.name === "TimeoutError";
+  const text = `get("${pattern}") was ${
+    timedOut ? "timed out" : "aborted"
+  } by its signal`;
+  return timedOut
+    ? new TimeoutError(text, { cause: reason })
+    : new AbortError(text, { cause: reason });
 }
 
 function checkRole(role: unknown): void {

@@ -14,6 +14,7 @@ export type ErrorCode =
   | "BAD_REQUEST"
   | "LINE_TOO_LONG"
   | "TIMEOUT"
+  | "ABORTED"
   | "AUTH"
   | "INVALID_ROLE"
   | "INVALID_PATTERN"
@@ -108,6 +109,30 @@ export class ProtocolError extends SeaportError {
   ) {
     super(code, message, options);
     this.name = "ProtocolError";
+  }
+}
+
+/**
+ * A wait was given up because its `AbortSignal` was aborted; the signal's
+ * reason is the `cause`.
+ *
+ * @example
+ * ```ts
+ * import { AbortError } from "./mod.ts";
+ * const err = new AbortError("get() was aborted", { cause: "shutdown" });
+ * console.log(err.code, err.cause); // "ABORTED" "shutdown"
+ * ```
+ */
+export class AbortError extends SeaportError {
+  /**
+   * Creates the error.
+   *
+   * @param message What was aborted.
+   * @param options The signal's reason as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super("ABORTED", message, options);
+    this.name = "AbortError";
   }
 }
 
@@ -233,6 +258,8 @@ export function errorFromWire(wire: WireError): SeaportError {
       return new AuthError(message);
     case "TIMEOUT":
       return new TimeoutError(message);
+    case "ABORTED":
+      return new AbortError(message);
     case "CONNECTION":
     case "CLOSED":
       return new ConnectionError(message, undefined, code);

@@ -36,6 +36,7 @@ export { createServer } from "./server.ts";
 export type { Server, ServerEvents, ServerOptions } from "./server.ts";
 export type {
   ConnectOptions,
+  EventScope,
   GetOptions,
   Ports,
   PortsEvents,
@@ -49,7 +50,7 @@ export type {
   RangeOption,
   ServiceRecord,
 } from "./registry.ts";
-export { parsePattern, parseRole } from "./registry.ts";
+export { hostPort, parsePattern, parseRole } from "./registry.ts";
 export type { Pattern, Role } from "./registry.ts";
 export type {
   Addr,
@@ -61,6 +62,7 @@ export type {
   Transport,
 } from "./transport.ts";
 export {
+  AbortError,
   AuthError,
   ConnectionError,
   ProtocolError,

@@ -83,7 +83,15 @@ async function build(deno: DenoJson, summary: string[]): Promise<Exports> {
     .filter((f) => !f.endsWith("_test.ts") && f !== "npm_build.ts");
   const hasCli = sources.includes("cli.ts");
   await rm(OUT, { recursive: true, force: true });
-  compile("sources", sources.map((s) => join(ROOT, s)), join(OUT, "esm"), deno);
+  compile(
+    "sources",
+    sources.map((s) => join(ROOT, s)),
+    join(OUT, "esm"),
+    deno,
+    {
+      before: [npmSpecifiers()],
+    },
+  );
   const exports: Exports = { ".": entry("mod") };
   if (hasCli) {
     exports["./cli"] = entry("cli");
@@ -222,6 +230,24 @@ function packageImports(
   };
 }
 
+/**
+ * Rewrites Deno's `npm:semver@7.8.6` specifiers to the package name
+ * (`semver`), which the package's dependencies pin.
+ */
+function npmSpecifiers(): ts.TransformerFactory<ts.SourceFile> {
+  return (ctx) => (file) => {
+    const f = ctx.factory;
+    const visit = (n: ts.Node): ts.Node => {
+      if (ts.isStringLiteral(n) && isModuleSpecifier(n)) {
+        const m = /^npm:((?:@[^/@]+\/)?[^/@]+)(?:@[^/]*)?(\/.*)?$/.exec(n.text);
+        if (m !== null) return f.createStringLiteral(m[1]! + (m[2] ?? ""));
+      }
+      return ts.visitEachChild(n, visit, ctx);
+    };
+    return ts.visitEachChild(file, visit, ctx);
+  };
+}
+
 /** Whether `node` names the module of an import, export or `import()`. */
 function isModuleSpecifier(node: ts.StringLiteral): boolean {
   const p = node.parent;
@@ -252,6 +278,8 @@ function compile(
     types: ["node"],
     typeRoots: [join(ROOT, "node_modules", "@types")],
     rewriteRelativeImportExtensions: true,
+    // Deno's npm: specifiers, typed by the packages installed for the build
+    paths: { "npm:semver@*": [join(ROOT, "node_modules", "@types", "semver")] },
     declaration: emit.keep === undefined,
     rootDir: ROOT,
     outDir,

@@ -44,9 +44,12 @@ export interface AllocateRequest extends Base {
   /** Make it visible at once, as `ready` would. */
   readonly ready?: boolean;
 }
-/** `ready`: make a reservation visible. */
+/**
+ * `ready`: make a reservation visible; `unready`: hide a visible one again,
+ * keeping its port reserved.
+ */
 export interface ReadyRequest extends Base {
-  readonly op: "ready";
+  readonly op: "ready" | "unready";
   readonly rid: string;
 }
 /** `assume`: register a port the service already listens on. */
@@ -55,6 +58,8 @@ export interface AssumeRequest extends Base {
   readonly role: string;
   readonly port: number;
   readonly meta?: Meta;
+  /** `false`: registered but not ready until `ready`. Default: `true`. */
+  readonly ready?: boolean;
 }
 /** `free`: give a registration back, by id or by port. */
 export interface FreeRequest extends Base {
@@ -68,6 +73,8 @@ export interface QueryRequest extends Base {
   readonly pattern?: string;
   readonly env?: string;
   readonly all?: boolean;
+  /** Add `since` (ms since the epoch it was last made visible) to each record. */
+  readonly since?: boolean;
 }
 /** `get`: the matching registrations, answered once at least one exists. */
 export interface GetRequest extends Base {
@@ -75,14 +82,28 @@ export interface GetRequest extends Base {
   readonly pattern: string;
   readonly env?: string;
 }
+/** `evict`: free whatever registration holds a port on a host (operators). */
+export interface EvictRequest extends Base {
+  readonly op: "evict";
+  readonly host: string;
+  readonly port: number;
+}
 /** `cancel`: stop waiting on an earlier `get`. */
 export interface CancelRequest extends Base {
   readonly op: "cancel";
   readonly target: number;
 }
-/** `subscribe` / `unsubscribe`: receive or stop events. */
+/**
+ * `subscribe`: receive the events of this connection's environment, of `env`,
+ * or of every environment with `all`; with `snapshot`, the reply is every
+ * visible registration in that scope, and the events that follow it are the
+ * changes after it. `unsubscribe`: stop.
+ */
 export interface SubscribeRequest extends Base {
   readonly op: "subscribe" | "unsubscribe";
+  readonly env?: string;
+  readonly all?: boolean;
+  readonly snapshot?: boolean;
 }
 /** `ping`: a liveness check. */
 export interface PingRequest extends Base {
@@ -101,6 +122,7 @@ export type Request =
   | ReadyRequest
   | AssumeRequest
   | FreeRequest
+  | EvictRequest
   | QueryRequest
   | GetRequest
   | CancelRequest
@@ -117,6 +139,8 @@ export type Reply =
 export interface EventMessage {
   readonly ev: "allocate" | "assume" | "free";
   readonly record: ServiceRecord;
+  /** On `free`: hidden as not ready, its port still reserved. */
+  readonly unready?: true;
 }
 
 /** Every message a server may send. */
@@ -136,8 +160,10 @@ export const OPERATIONS: readonly Op[] = [
   "auth",
   "allocate",
   "ready",
+  "unready",
   "assume",
   "free",
+  "evict",
   "query",
   "get",
   "cancel",
@@ -176,6 +202,28 @@ function optStr(
   k: string,
 ): string | undefined {
   return o[k] === undefined ? undefined : str(o, k);
+}
+
+function optBool(
+  o: { [key: string]: unknown },
+  k: string,
+): boolean | undefined {
+  const v = o[k];
+  if (v !== undefined && typeof v !== "boolean") {
+    throw new Bad(`"${k}" must be a boolean`);
+  }
+  return v;
+}
+
+/** The optional `env` and `all` of a query or a subscription. */
+function scope(
+  o: { [key: string]: unknown },
+  r: { env?: string; all?: boolean },
+): void {
+  const env = optStr(o, "env");
+  if (env !== undefined) r.env = env;
+  const all = optBool(o, "all");
+  if (all !== undefined) r.all = all;
 }
 
 function port(o: { [key: string]: unknown }, k: string): number {
@@ -252,12 +300,8 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
         exclude?: number[];
         ready?: boolean;
       } = { id, op, role: str(o, "role") };
-      if (o.ready !== undefined) {
-        if (typeof o.ready !== "boolean") {
-          throw new Bad(`"ready" must be a boolean`);
-        }
-        r.ready = o.ready;
-      }
+      const ready = optBool(o, "ready");
+      if (ready !== undefined) r.ready = ready;
       const m = meta(o);
       if (m !== undefined) r.meta = m;
       if (o.port !== undefined) r.port = port(o, "port");
@@ -275,15 +319,25 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
       return r;
     }
     case "ready":
+    case "unready":
       return { id, op, rid: str(o, "rid", 128) };
     case "assume": {
+      const r: {
+        id: number;
+        op: "assume";
+        role: string;
+        port: number;
+        meta?: Meta;
+        ready?: boolean;
+      } = { id, op, role: str(o, "role"), port: port(o, "port") };
       const m = meta(o);
-      const role = str(o, "role");
-      const p = port(o, "port");
-      return m === undefined
-        ? { id, op, role, port: p }
-        : { id, op, role, port: p, meta: m };
+      if (m !== undefined) r.meta = m;
+      const ready = optBool(o, "ready");
+      if (ready !== undefined) r.ready = ready;
+      return r;
     }
+    case "evict":
+      return { id, op, host: str(o, "host", 255), port: port(o, "port") };
     case "free": {
       if (o.rid !== undefined) return { id, op, rid: str(o, "rid", 128) };
       if (o.port !== undefined) return { id, op, port: port(o, "port") };
@@ -296,17 +350,13 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
         pattern?: string;
         env?: string;
         all?: boolean;
+        since?: boolean;
       } = { id, op };
       const pattern = optStr(o, "pattern");
       if (pattern !== undefined) r.pattern = pattern;
-      const env = optStr(o, "env");
-      if (env !== undefined) r.env = env;
-      if (o.all !== undefined) {
-        if (typeof o.all !== "boolean") {
-          throw new Bad(`"all" must be a boolean`);
-        }
-        r.all = o.all;
-      }
+      scope(o, r);
+      const since = optBool(o, "since");
+      if (since !== undefined) r.since = since;
       return r;
     }
     case "get": {
@@ -321,8 +371,22 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
       }
       return { id, op, target: t as number };
     }
+    case "subscribe":
+    case "unsubscribe": {
+      const r: {
+        id: number;
+        op: "subscribe" | "unsubscribe";
+        env?: string;
+        all?: boolean;
+        snapshot?: boolean;
+      } = { id, op };
+      scope(o, r);
+      const snapshot = optBool(o, "snapshot");
+      if (snapshot !== undefined) r.snapshot = snapshot;
+      return r;
+    }
     default:
-      return { id, op: op as "subscribe" | "unsubscribe" | "ping" | "peek" };
+      return { id, op: op as "ping" | "peek" };
   }
 }
 

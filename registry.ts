@@ -6,7 +6,7 @@
  *
  * @module
  */
-import semver from "semver";
+import semver from "npm:semver@7.8.6";
 import { RegistryError } from "./errors.ts";
 
 /** A JSON value, as registration metadata may hold. */
@@ -56,6 +56,24 @@ export interface ServiceRecord {
   readonly [key: string]: JsonValue | undefined;
 }
 
+/**
+ * A record's address as `host:port`, with an IPv6 host in brackets
+ * (`[::1]:10000`), ready for a URL or a `connect()`.
+ *
+ * @example
+ * ```ts
+ * import { hostPort } from "./mod.ts";
+ * console.log(hostPort({ host: "10.0.0.5", port: 10003 })); // "10.0.0.5:10003"
+ * console.log(hostPort({ host: "::1", port: 10003 })); // "[::1]:10003"
+ * console.log(`http://${hostPort({ host: "::1", port: 80 })}/`); // "http://[::1]:80/"
+ * ```
+ */
+export function hostPort(record: { host: string; port: number }): string {
+  return record.host.includes(":")
+    ? `[${record.host}]:${record.port}`
+    : `${record.host}:${record.port}`;
+}
+
 /** The keys of a record that metadata cannot override. */
 export const RESERVED_KEYS: ReadonlySet<string> = new Set([
   "host",
@@ -75,6 +93,11 @@ export interface RegistryEvent {
   readonly type: RegistryEventType;
   /** The registration concerned. */
   readonly record: ServiceRecord;
+  /**
+   * On `free`: the registration went not ready (hidden, its port still
+   * reserved) rather than freed.
+   */
+  readonly unready?: true;
 }
 
 /** A waiting get that a change satisfied. */
@@ -234,6 +257,10 @@ class Entry<O, T> {
   readonly #owner: O;
   readonly #slot: Slot<O, T>;
   #shown = false;
+  /** The event that shows it: `assume` for assumed ports, else `allocate`. */
+  #kind: "allocate" | "assume" = "allocate";
+  /** When it was last shown, in seconds since the registry's start (a small integer). */
+  #since = 0;
 
   constructor(
     host: string,
@@ -263,8 +290,26 @@ class Entry<O, T> {
   static shown<O, T>(e: Entry<O, T>): boolean {
     return e.#shown;
   }
-  static show<O, T>(e: Entry<O, T>): void {
+  static show<O, T>(
+    e: Entry<O, T>,
+    kind: "allocate" | "assume",
+    since: number,
+  ): void {
     e.#shown = true;
+    e.#kind = kind;
+    e.#since = since;
+  }
+  static since<O, T>(e: Entry<O, T>): number {
+    return e.#since;
+  }
+  static is(v: unknown): v is Entry<unknown, unknown> {
+    return typeof v === "object" && v !== null && #since in v;
+  }
+  static hide<O, T>(e: Entry<O, T>): void {
+    e.#shown = false;
+  }
+  static kind<O, T>(e: Entry<O, T>): "allocate" | "assume" {
+    return e.#kind;
   }
 }
 
@@ -312,6 +357,8 @@ export interface RegistryOptions {
   range?: RangeOption;
   /** Makes registration ids; default: a counter. */
   newId?: () => string;
+  /** The clock, in ms since the epoch, for {@linkcode Registry.since}. Default: none (0). */
+  now?: () => number;
 }
 
 /** What a registration request carries. */
@@ -363,11 +410,30 @@ export class Registry<O, T = unknown> {
   #newId: () => string;
   #counter = 0;
   #size = 0;
+  #now: () => number;
+  #start: number;
 
   constructor(options: RegistryOptions = {}) {
     this.#range = options.range ?? { "*": DEFAULT_RANGE };
     checkRangeOption(this.#range);
     this.#newId = options.newId ?? (() => (++this.#counter).toString(36));
+    this.#now = options.now ?? (() => 0);
+    this.#start = this.#now();
+  }
+
+  /**
+   * When a visible registration was last made visible, in ms since the epoch
+   * (to the second, by the `now` option's clock); `undefined` for a record
+   * that is not this registry's or not visible.
+   */
+  since(record: ServiceRecord): number | undefined {
+    if (!Entry.is(record) || !Entry.shown(record)) return undefined;
+    return this.#start + Entry.since(record) * 1000;
+  }
+
+  /** Seconds since the registry's start, as a small integer. */
+  #seconds(): number {
+    return Math.round((this.#now() - this.#start) / 1000);
   }
 
   /** The number of registrations, visible or reserved. */
@@ -496,8 +562,11 @@ export class Registry<O, T = unknown> {
     return entry;
   }
 
-  #show(entry: Entry<O, T>, type: RegistryEventType): ChangeResult<T> {
-    Entry.show(entry);
+  #show(
+    entry: Entry<O, T>,
+    type: "allocate" | "assume",
+  ): ChangeResult<T> {
+    Entry.show(entry, type, this.#seconds());
     const slot = Entry.slot(entry);
     slot.visible.add(entry);
     slot.memo = undefined;
@@ -582,22 +651,58 @@ export class Registry<O, T = unknown> {
   }
 
   /**
-   * Makes a reserved registration visible; fires `allocate` and wakes the
-   * matching waiting gets.
+   * Makes a reserved (or not-ready) registration visible; fires `allocate`
+   * (`assume` for an assumed port that was not ready) and wakes the matching
+   * waiting gets. Ready twice is the same as once.
    *
    * @throws {RegistryError} `NOT_FOUND` if the owner holds no such
    * registration.
    */
   ready(owner: O, id: string): ChangeResult<T> {
+    const entry = this.#own(owner, id, "mark ready");
+    if (Entry.shown(entry)) return { record: entry, events: [], woken: [] };
+    return this.#show(entry, Entry.kind(entry));
+  }
+
+  /**
+   * Hides a visible registration while keeping its port reserved: queries
+   * and gets skip it and a `free` event says it went, until
+   * {@linkcode Registry.ready} shows it again (a service that crashed, is
+   * restarting or failed its health check). Not ready twice is the same as
+   * once.
+   *
+   * @throws {RegistryError} `NOT_FOUND` if the owner holds no such
+   * registration.
+   */
+  unready(owner: O, id: string): ChangeResult<T> {
+    const entry = this.#own(owner, id, "mark not ready");
+    if (!Entry.shown(entry)) return { record: entry, events: [], woken: [] };
+    Entry.hide(entry);
+    const slot = Entry.slot(entry);
+    slot.visible.delete(entry);
+    slot.memo = undefined;
+    return {
+      record: entry,
+      events: [{ type: "free", record: entry, unready: true }],
+      woken: [],
+    };
+  }
+
+  /** Whether a registration the owner holds is visible. */
+  isReady(owner: O, id: string): boolean {
+    const entry = this.#byOwner.get(owner)?.get(id);
+    return entry !== undefined && Entry.shown(entry);
+  }
+
+  #own(owner: O, id: string, what: string): Entry<O, T> {
     const entry = this.#byOwner.get(owner)?.get(id);
     if (entry === undefined) {
       throw new RegistryError(
         "NOT_FOUND",
-        `Cannot mark "${id}" ready: no such registration on this connection`,
+        `Cannot ${what} "${id}": no such registration on this connection`,
       );
     }
-    if (Entry.shown(entry)) return { record: entry, events: [], woken: [] };
-    return this.#show(entry, "allocate");
+    return entry;
   }
 
   /**
@@ -606,18 +711,46 @@ export class Registry<O, T = unknown> {
    *
    * @throws {RegistryError} `INVALID_ROLE`.
    */
-  assume(owner: O, input: RegistrationInput, port: number): ChangeResult<T> {
+  assume(
+    owner: O,
+    input: RegistrationInput,
+    port: number,
+    options: { ready?: boolean } = {},
+  ): ChangeResult<T> {
     const role = parseRole(input.role);
     const t = this.#table(input.host);
     const events: RegistryEvent[] = [];
     const old = t.ports.get(port);
     if (old !== undefined) this.#remove(old, events);
-    const result = this.#show(
-      this.#insert(owner, input, role, port, t),
-      "assume",
-    );
+    const entry = this.#insert(owner, input, role, port, t);
+    if (options.ready === false) {
+      // not ready yet: an assumed port that `ready` shows later
+      Entry.show(entry, "assume", 0);
+      Entry.hide(entry);
+      return { record: entry, events, woken: [] };
+    }
+    const result = this.#show(entry, "assume");
     events.push(...result.events);
-    return { record: result.record!, events, woken: result.woken };
+    return { record: entry, events, woken: result.woken };
+  }
+
+  /**
+   * Frees whatever registration holds `port` on `host`, whoever holds it (an
+   * operator's `seaport free`). The holder is not told.
+   *
+   * @throws {RegistryError} `NOT_FOUND` if nothing holds that port.
+   */
+  evict(host: string, port: number): ChangeResult<T> {
+    const entry = this.#hosts.get(host)?.ports.get(port);
+    if (entry === undefined) {
+      throw new RegistryError(
+        "NOT_FOUND",
+        `Cannot free port ${port} on ${host}: no registration holds it`,
+      );
+    }
+    const events: RegistryEvent[] = [];
+    this.#remove(entry, events);
+    return { record: entry, events, woken: [] };
   }
 
   /**

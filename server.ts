@@ -31,7 +31,7 @@ import {
   type RangeOption,
   type RegistrationInput,
   Registry,
-  type RegistryEventType,
+  type RegistryEvent,
   type ServiceRecord,
 } from "./registry.ts";
 import {
@@ -109,12 +109,15 @@ export interface ServerOptions {
  * ```
  */
 export interface ServerEvents {
-  /** An allocated port became ready (visible). */
-  allocate: (record: ServiceRecord) => void;
-  /** A service assumed a port. */
-  assume: (record: ServiceRecord) => void;
-  /** A registration was freed. */
-  free: (record: ServiceRecord) => void;
+  /** An allocated port became ready (visible), or ready again. */
+  allocate: (record: ServiceRecord, unready: boolean) => void;
+  /** A service assumed a port (or an assumed port is ready again). */
+  assume: (record: ServiceRecord, unready: boolean) => void;
+  /**
+   * A registration was freed, or went not ready (`unready`: hidden, its port
+   * still reserved).
+   */
+  free: (record: ServiceRecord, unready: boolean) => void;
   /** A listener threw, or accepting connections failed. */
   error: (err: unknown) => void;
 }
@@ -230,7 +233,8 @@ class SeaportServer implements Server {
   #transport: Transport;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
-  #subscribers = new Set<Session>();
+  /** Subscribed sessions and the environment they follow (all: `null`). */
+  #subscribers = new Map<Session, string | null>();
   #loops = new Set<Promise<void>>();
   #acceptLoop: Promise<void> | undefined;
   #key: Promise<SecretKey> | undefined;
@@ -257,6 +261,7 @@ class SeaportServer implements Server {
     this.#registry = new Registry({
       ...(opts.range !== undefined ? { range: opts.range } : {}),
       newId: idMaker(),
+      now: Date.now,
     });
     this.#emitter = new Emitter((err) => this.#emitter.emit("error", err));
     this.#transport = opts.transport ?? defaultTransport();
@@ -413,7 +418,7 @@ class SeaportServer implements Server {
   }
 
   #apply(change: ChangeResult<GetToken>): void {
-    for (const ev of change.events) this.#publish(ev.type, ev.record);
+    for (const ev of change.events) this.#publish(ev);
     for (const w of change.woken) {
       const { session, id } = w.token;
       session.gets.delete(id);
@@ -421,13 +426,16 @@ class SeaportServer implements Server {
     }
   }
 
-  #publish(type: RegistryEventType, record: ServiceRecord): void {
+  #publish({ type, record, unready }: RegistryEvent): void {
     let line: string | undefined;
-    for (const s of this.#subscribers) {
-      line ??= encode({ ev: type, record });
+    for (const [s, env] of this.#subscribers) {
+      if (env !== null && env !== record.env) continue;
+      line ??= encode(
+        unready ? { ev: type, record, unready } : { ev: type, record },
+      );
       s.outbox.send(line);
     }
-    this.#emitter.emit(type, record);
+    this.#emitter.emit(type, record, unready === true);
   }
 
   #line(s: Session, line: string | typeof LINE_TOO_LONG): void {
@@ -524,10 +532,27 @@ class SeaportServer implements Server {
         s.reply(req.id, {});
         return;
       }
+      case "unready": {
+        const change = reg.unready(s, req.rid);
+        s.reply(req.id, {});
+        this.#apply(change);
+        return;
+      }
       case "assume": {
-        const change = reg.assume(s, this.#input(s, req), req.port);
+        const change = reg.assume(
+          s,
+          this.#input(s, req),
+          req.port,
+          req.ready === false ? { ready: false } : {},
+        );
         this.#apply(change);
         s.reply(req.id, change.record);
+        return;
+      }
+      case "evict": {
+        const change = reg.evict(req.host, req.port);
+        s.reply(req.id, change.record);
+        this.#apply(change);
         return;
       }
       case "free": {
@@ -540,7 +565,10 @@ class SeaportServer implements Server {
       }
       case "query": {
         const env = req.all === true ? undefined : (req.env ?? s.env);
-        s.records(req.id, reg.query(env, req.pattern));
+        const found = reg.query(env, req.pattern);
+        if (req.since === true) {
+          s.reply(req.id, found.map((r) => ({ ...r, since: reg.since(r) })));
+        } else s.records(req.id, found);
         return;
       }
       case "get": {
@@ -571,9 +599,18 @@ class SeaportServer implements Server {
       }
       case "subscribe":
       case "unsubscribe":
-        if (req.op === "subscribe") this.#subscribers.add(s);
-        else this.#subscribers.delete(s);
-        s.reply(req.id, {});
+        if (req.op === "unsubscribe") {
+          this.#subscribers.delete(s);
+          s.reply(req.id, {});
+          return;
+        }
+        {
+          const env = req.all === true ? null : (req.env ?? s.env);
+          this.#subscribers.set(s, env);
+          if (req.snapshot === true) {
+            s.records(req.id, reg.query(env ?? undefined));
+          } else s.reply(req.id, {});
+        }
         return;
       case "ping":
         s.reply(req.id, {});

@@ -448,3 +448,19 @@ export function nodeTransport(): Transport {
 export function defaultTransport(): Transport {
   return denoNamespace() !== undefined ? denoTransport() : nodeTransport();
 }
+
+/**
+ * The runtime this runs on and its version, for `seaport --version`:
+ * `deno 2.9.6`, `bun 1.4.4` or `node v20.20.2`.
+ */
+export function runtimeVersion(): string {
+  const g = globalThis as {
+    Deno?: { version?: { deno?: string } };
+    Bun?: { version?: string };
+    process?: { versions?: { node?: string } };
+  };
+  if (g.Deno?.version?.deno !== undefined) return `deno ${g.Deno.version.deno}`;
+  if (g.Bun?.version !== undefined) return `bun ${g.Bun.version}`;
+  const node = g.process?.versions?.node;
+  return node === undefined ? "unknown runtime" : `node v${node}`;
+}

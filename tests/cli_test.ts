@@ -8,50 +8,28 @@
  */
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { get } from "node:http";
-import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
-import { type Io, main } from "../cli.ts";
+import { main } from "../cli.ts";
 import { runtime, within } from "./_helpers.ts";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..");
-const fixture = join(here, "fixtures", "http_server.mjs");
-const WAIT = 10_000;
+import {
+  capture,
+  cliCommand,
+  closedPort,
+  fetchBody,
+  fixtureCommand,
+  here,
+  root,
+  run,
+  skip,
+  start,
+  WAIT,
+} from "./_cli.ts";
 
 // ---- in-process: main([...], io) ----
-
-/** An Io that records what main writes, with a way to wait for a line. */
-function capture(env: Record<string, string> = {}, signal?: AbortSignal) {
-  const out: string[] = [];
-  const err: string[] = [];
-  let wake = () => {};
-  const io: Io = {
-    stdout: (s) => (out.push(s), wake()),
-    stderr: (s) => (err.push(s), wake()),
-    env,
-    ...(signal !== undefined ? { signal } : {}),
-  };
-  const line = (re: RegExp) =>
-    within(
-      new Promise<RegExpExecArray>((resolve) => {
-        const check = () => {
-          const m = re.exec(out.join(""));
-          if (m !== null) resolve(m);
-        };
-        wake = check;
-        check();
-      }),
-      WAIT,
-      `output matching ${re}`,
-    );
-  return { io, line, out: () => out.join(""), err: () => err.join("") };
-}
 
 /**
  * The released version: deno.json's here, the installed package's when these
@@ -76,7 +54,12 @@ test("--version prints VERSION, which equals deno.json's version", async (t) => 
   for (const flag of ["--version", "-v"]) {
     const c = capture();
     assert.equal(await main([flag], c.io), 0);
-    assert.equal(c.out(), `seaport ${version}\n`);
+    assert.match(
+      c.out(),
+      new RegExp(
+        `^seaport ${version} \\((deno|node|bun) v?\\d+\\.\\d+\\S*\\)\n$`,
+      ),
+    );
   }
 });
 
@@ -94,7 +77,11 @@ test("--help describes every command and exits 0", async () => {
     [["localhost:9090", "query", "--help"], /NAME@RANGE/],
     [["help", "service"], /-- COMMAND \[ARGS\.\.\.\]/],
     [["register", "--help"], /--meta\.KEY=VALUE/],
-    [["[::1]:9090", "watch", "-h"], /JSON\s+line/],
+    [["[::1]:9090", "watch", "-h"], /JSON object per\s+line/],
+    [["get", "--help"], /Waits until a service matches/],
+    [["assume", "--help"], /already\s+running/],
+    [["free", "--help"], /whoever holds it/],
+    [["completion", "--help"], /bash or zsh/],
   ];
   for (const [args, re] of forms) {
     const h = capture();
@@ -119,12 +106,15 @@ test("bad usage prints a message and the usage on stderr and exits 2", async () 
     [["0", "--timeout", "5"], /"--timeout" does not apply to "listen"/],
     [["0", "--secret"], /"--secret" needs a value/],
     [["0", "--bogus"], /Unknown option "--bogus"/],
-    [["localhost:9090", "show", "extra"], /Unexpected argument "extra"/],
+    [["localhost:9090", "show", "web", "extra"], /Unexpected argument "extra"/],
     [["localhost:70000", "show"], /port/],
     [["localhost:9090", "query"], /Missing arguments for "query"/],
     [["localhost:9090", "query", "web@nope"], /Invalid pattern "web@nope"/],
-    [["localhost:9090", "query", "web", "--timeout", "0"], /Invalid timeout/],
-    [["localhost:9090", "query", "web", "--timeout", "1.5"], /Invalid timeout/],
+    [["localhost:9090", "query", "web", "--timeout", "0"], /Invalid --timeout/],
+    [
+      ["localhost:9090", "query", "web", "--timeout", "1.5"],
+      /Invalid --timeout/,
+    ],
     [["localhost:9090", "show", "--", "ls"], /only apply to "service"/],
     [["localhost:9090", "service", "web@1.0.0"], /Missing the command/],
     [["localhost:9090", "service", "web@1.0.0", "--"], /Missing the command/],
@@ -139,7 +129,7 @@ test("bad usage prints a message and the usage on stderr and exits 2", async () 
     ],
     [
       ["localhost:9090", "query", "web", "--meta.a=b"],
-      /only applies to "service"/,
+      /"--meta.KEY=VALUE" does not apply to "query"/,
     ],
   ];
   for (const [args, re] of cases) {
@@ -155,7 +145,9 @@ test("a server run by main() serves until its signal aborts, then exits 0", asyn
   const stop = new AbortController();
   const server = capture({}, stop.signal);
   const running = main(["0", "--host", "127.0.0.1"], server.io);
-  const [, port] = await server.line(/^seaport listening on :(\d+)\n/);
+  const [, port] = await server.line(
+    /^seaport listening on 127\.0\.0\.1:(\d+)\n/,
+  );
   assert.ok(Number(port) > 0);
 
   const q = capture();
@@ -173,7 +165,7 @@ test("a secret is required, checked, and read from SEAPORT_SECRET", async () => 
   const stop = new AbortController();
   const server = capture({ SEAPORT_SECRET: "beep boop" }, stop.signal);
   const running = main(["0", "--host", "127.0.0.1"], server.io);
-  const [, port] = await server.line(/listening on :(\d+)/);
+  const [, port] = await server.line(/listening on \S*:(\d+)/);
   const address = `127.0.0.1:${port}`;
   try {
     const right = capture();
@@ -200,18 +192,6 @@ test("a secret is required, checked, and read from SEAPORT_SECRET", async () => 
   }
 });
 
-/**
- * A loopback port nothing listens on now: for the unreachable server, and
- * for `--range P-P` so that the services started here collide with nothing.
- */
-async function closedPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
 test("show and query fail fast and clearly when the server is unreachable", async () => {
   const port = await closedPort();
   for (const command of ["show", "query", "watch"]) {
@@ -224,163 +204,13 @@ test("show and query fail fast and clearly when the server is unreachable", asyn
     assert.match(
       c.err(),
       new RegExp(
-        `^seaport: Cannot reach .*127\\.0\\.0\\.1:${port} within 300 ms`,
+        `^seaport: cannot reach the seaport server at 127\\.0\\.0\\.1:${port} within 300 ms \\(`,
       ),
     );
   }
 });
 
 // ---- subprocesses ----
-
-/** A running subprocess with its output split into lines. */
-interface Proc extends AsyncDisposable {
-  readonly child: ChildProcess;
-  /** Resolves when it exited and its output streams closed. */
-  readonly closed: Promise<{ code: number | null; signal: string | null }>;
-  /**
-   * The next line of `stream` (after earlier matches) matching `re`; the
-   * match's `input` is the whole line.
-   */
-  line(re: RegExp, stream?: "stdout" | "stderr"): Promise<RegExpExecArray>;
-  /** Everything written so far. */
-  text(stream: "stdout" | "stderr"): string;
-  /**
-   * Sends a signal. (Not `child.kill()`: on Deno it makes the exit status
-   * read as killed by that signal even when the process handled it.)
-   */
-  signal(sig: "SIGINT" | "SIGTERM"): void;
-}
-
-function start(cmd: string[], args: string[], env: object = {}): Proc {
-  const [program = "", ...pre] = cmd;
-  const child = spawn(program, [...pre, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
-  });
-  const lines = { stdout: [] as string[], stderr: [] as string[] };
-  const cursor = { stdout: 0, stderr: 0 };
-  const fixturePids = new Set<number>(); // killed on dispose, in case
-  let notify = () => {};
-  for (const stream of ["stdout", "stderr"] as const) {
-    let buffer = "";
-    child[stream]!.setEncoding("utf8");
-    child[stream]!.on("data", (chunk: string) => {
-      buffer += chunk;
-      let i;
-      while ((i = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 1);
-        lines[stream].push(line);
-        const pid = /"event":"start","pid":(\d+)/.exec(line)?.[1];
-        if (pid !== undefined) fixturePids.add(Number(pid));
-      }
-      notify();
-    });
-  }
-  let done = false;
-  const closed = new Promise<{ code: number | null; signal: string | null }>(
-    (resolve) =>
-      child.once("close", (code, signal) => {
-        done = true;
-        notify();
-        resolve({ code, signal });
-      }),
-  );
-  const text = (stream: "stdout" | "stderr") =>
-    lines[stream].map((l) => l + "\n").join("");
-  const describe = () =>
-    `\n--- ${args.join(" ")}\nstdout:\n${text("stdout")}stderr:\n${
-      text("stderr")
-    }`;
-  return {
-    child,
-    closed,
-    text,
-    signal: (sig) => process.kill(child.pid!, sig),
-    line(re, stream = "stdout") {
-      const found = new Promise<RegExpExecArray>((resolve, reject) => {
-        const check = () => {
-          const all = lines[stream];
-          for (let i = cursor[stream]; i < all.length; i++) {
-            const m = re.exec(all[i]!);
-            if (m === null) continue;
-            cursor[stream] = i + 1;
-            return resolve(m);
-          }
-          if (done) reject(new Error(`Exited without ${re}${describe()}`));
-        };
-        notify = check;
-        check();
-      });
-      return within(found, WAIT, `${stream} line ${re}${describe()}`);
-    },
-    async [Symbol.asyncDispose]() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGKILL");
-      }
-      for (const pid of fixturePids) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch { /* gone already */ }
-      }
-      await within(closed, WAIT, `exit of ${args.join(" ")}`);
-    },
-  };
-}
-
-/** Runs to completion; resolves with the exit code and output. */
-async function run(cmd: string[], args: string[], env: object = {}) {
-  await using p = start(cmd, args, env);
-  const started = Date.now();
-  const { code } = await within(p.closed, WAIT, `seaport ${args.join(" ")}`);
-  return {
-    code,
-    ms: Date.now() - started,
-    stdout: p.text("stdout"),
-    stderr: p.text("stderr"),
-  };
-}
-
-/** HTTP GET to a loopback port; resolves with the body. */
-function fetchBody(port: number): Promise<string> {
-  const body = new Promise<string>((resolve, reject) => {
-    const req = get({ host: "127.0.0.1", port, agent: false }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => text += d);
-      res.on("end", () => resolve(text));
-    });
-    req.on("error", reject);
-  });
-  return within(body, WAIT, `GET 127.0.0.1:${port}`);
-}
-
-/** How to run the fixture server: with Node when it is installed. */
-const fixtureCommand: string[] = runtime === "node" ||
-    spawnSync("node", ["--version"]).status === 0
-  ? ["node", fixture]
-  : [process.execPath, "run", "-A", fixture];
-
-/** How to run the CLI: `$SEAPORT_CLI`, `deno run cli.ts`, or the npm bin. */
-function cliCommand(): string[] | string {
-  const configured = process.env.SEAPORT_CLI;
-  if (configured) {
-    return configured.startsWith("[")
-      ? JSON.parse(configured)
-      : configured.split(/\s+/).filter(Boolean);
-  }
-  if (runtime === "deno") {
-    return [process.execPath, "run", "-A", join(root, "cli.ts")];
-  }
-  for (let dir = here; dir !== dirname(dir); dir = dirname(dir)) {
-    const pkg = join(dir, "package.json");
-    if (!existsSync(pkg)) continue;
-    const { bin } = JSON.parse(readFileSync(pkg, "utf8"));
-    const path = typeof bin === "string" ? bin : bin?.seaport;
-    if (path) return [process.execPath, join(dir, path)];
-  }
-  return "no seaport bin found next to the tests; set SEAPORT_CLI";
-}
 
 /** Every subprocess scenario, against the CLI that `cli` launches. */
 async function subprocessSuite(t: TestContext, cli: string[]) {
@@ -523,7 +353,10 @@ async function subprocessSuite(t: TestContext, cli: string[]) {
     const args = [`127.0.0.1:${port}`, "query", "web", "--timeout", "500"];
     const r = await run(cli, args);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /Cannot reach .* within 500 ms/);
+    assert.match(
+      r.stderr,
+      /cannot reach the seaport server at .* within 500 ms/,
+    );
     assert.ok(r.ms < 500 + 4000, `took ${r.ms} ms`);
   });
 
@@ -600,8 +433,3 @@ test("the single binary from `deno task compile`", async (t) => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-function skip(t: TestContext, why: string): void {
-  console.log(`SKIP: ${why}`);
-  t.skip(why);
-}

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RegistryError } from "../errors.ts";
-import { parsePattern, parseRole, Registry } from "../registry.ts";
+import { hostPort, parsePattern, parseRole, Registry } from "../registry.ts";
 
 const input = (role: string, host = "10.0.0.1", env = "") => ({
   env,
@@ -278,4 +278,84 @@ test("metadata rides along but cannot override reserved keys", () => {
 test("an invalid range option is a RangeError", () => {
   assert.throws(() => new Registry({ range: { "*": [20, 10] } }), RangeError);
   assert.throws(() => new Registry({ range: { "*": [0, 10] } }), RangeError);
+});
+
+test("unready hides a registration and keeps its port; ready shows it again", () => {
+  const reg = new Registry<string>({ range: { "*": [5000, 5001] } });
+  const r = reg.allocate("a", input("web@1.0.0"));
+  assert.equal(reg.ready("a", r.id).events[0]?.type, "allocate");
+  const down = reg.unready("a", r.id);
+  assert.deepEqual(down.events, [{ type: "free", record: r, unready: true }]);
+  assert.deepEqual(reg.query("", "web"), []);
+  assert.equal(reg.isReady("a", r.id), false);
+  assert.equal(reg.unready("a", r.id).events.length, 0, "twice is once");
+  // the port stays reserved: the next allocation takes the other one
+  const other = reg.allocate("b", input("db"));
+  assert.notEqual(other.port, r.port);
+  assert.equal(codeOf(() => reg.allocate("b", input("db"))), "RANGE_EXHAUSTED");
+  assert.equal(
+    codeOf(() => reg.allocate("b", input("db"), { port: r.port })),
+    "PORT_TAKEN",
+  );
+  // a waiting get is woken when it is ready again
+  assert.equal(reg.wait("c", "", "web", "t1"), undefined);
+  const up = reg.ready("a", r.id);
+  assert.deepEqual(up.events, [{ type: "allocate", record: r }]);
+  assert.deepEqual(up.woken, [{ token: "t1", records: [r] }]);
+  assert.deepEqual(reg.query("", "web"), [r]);
+  // freeing a not-ready registration fires nothing more
+  reg.unready("a", r.id);
+  assert.deepEqual(reg.free("a", { id: r.id }).events, []);
+  assert.equal(reg.size, 1);
+});
+
+test("an assumed port goes not ready and comes back as assume", () => {
+  const reg = new Registry<string>();
+  const r = reg.assume("a", input("redis@7.0.0"), 6379).record!;
+  reg.unready("a", r.id);
+  assert.deepEqual(reg.ready("a", r.id).events, [{
+    type: "assume",
+    record: r,
+  }]);
+  const hidden = reg.assume("b", input("mq"), 5672, { ready: false });
+  assert.deepEqual(hidden.events, []);
+  assert.deepEqual(reg.query("", "mq"), []);
+  assert.equal(reg.ready("b", hidden.record!.id).events[0]?.type, "assume");
+});
+
+test("unready and ready of another owner's registration are NOT_FOUND", () => {
+  const reg = new Registry<string>();
+  const r = reg.allocate("a", input("web"));
+  assert.equal(codeOf(() => reg.unready("b", r.id)), "NOT_FOUND");
+  assert.equal(codeOf(() => reg.ready("b", r.id)), "NOT_FOUND");
+});
+
+test("evict frees whatever holds a port on a host, whoever holds it", () => {
+  const reg = new Registry<string>();
+  const r = reg.assume("a", input("web"), 8080).record!;
+  const change = reg.evict("10.0.0.1", 8080);
+  assert.deepEqual(change.events, [{ type: "free", record: r }]);
+  assert.equal(reg.countOf("a"), 0);
+  assert.equal(codeOf(() => reg.evict("10.0.0.1", 8080)), "NOT_FOUND");
+});
+
+test("since is when a registration was last made visible, by the given clock", () => {
+  let now = 1_000_000;
+  const reg = new Registry<string>({ now: () => now });
+  const r = reg.allocate("a", input("web"));
+  assert.equal(reg.since(r), undefined, "not visible yet");
+  now += 5000;
+  reg.ready("a", r.id);
+  assert.equal(reg.since(r), 1_005_000);
+  reg.unready("a", r.id);
+  now += 3000;
+  reg.ready("a", r.id);
+  assert.equal(reg.since(r), 1_008_000);
+  assert.equal(reg.since({ ...r }), undefined, "a copy is not its record");
+});
+
+test("hostPort brackets IPv6 hosts", () => {
+  assert.equal(hostPort({ host: "10.0.0.5", port: 80 }), "10.0.0.5:80");
+  assert.equal(hostPort({ host: "::1", port: 80 }), "[::1]:80");
+  assert.equal(hostPort({ host: "web.local", port: 1 }), "web.local:1");
 });

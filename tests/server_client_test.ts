@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  AbortError,
   AuthError,
   ConnectionError,
   createServer,
@@ -277,8 +278,26 @@ function suite(t: Transport): void {
       await assert.rejects(c.get("none", { timeout: 50 }), TimeoutError);
       const ac = new AbortController();
       const aborted = c.get("none", { signal: ac.signal });
-      ac.abort(new Error("stop"));
-      await assert.rejects(aborted, /stop/);
+      const reason = new Error("stop");
+      ac.abort(reason);
+      await assert.rejects(aborted, (e: unknown) => {
+        assert.ok(e instanceof AbortError, String(e));
+        assert.equal(e.code, "ABORTED");
+        assert.equal(e.cause, reason);
+        return true;
+      });
+      const timedOut = AbortSignal.timeout(30);
+      await assert.rejects(
+        c.get("none", { signal: timedOut }),
+        (e: unknown) =>
+          e instanceof TimeoutError && e.cause === timedOut.reason,
+      );
+      const early = new AbortController();
+      early.abort("early");
+      await assert.rejects(
+        c.get("none", { signal: early.signal }),
+        (e: unknown) => e instanceof AbortError && e.cause === "early",
+      );
       const pending = assert.rejects(
         c.get("none"),
         (e: unknown) => e instanceof ConnectionError && e.code === "CLOSED",
