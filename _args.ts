@@ -371,6 +371,8 @@ export function parse(
   env: Readonly<Record<string, string | undefined>>,
   runtime = "",
 ): Parsed | string {
+  // `deno task start -- 9090` passes its "--" on
+  if (args[0] === "--") args = args.slice(1);
   const dash = args.indexOf("--");
   const head = dash < 0 ? args : args.slice(0, dash);
   const exec = dash < 0 ? [] : args.slice(dash + 1);

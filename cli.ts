@@ -266,7 +266,7 @@ function narrate(
   log: (line: string) => void,
 ): () => void {
   let down = false;
-  let ever = false;
+  let ever = ports.connected;
   let last: unknown;
   const started = Date.now();
   const nag = setInterval(() => {

@@ -4,6 +4,10 @@
  *
  * @module
  */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, createServer } from "../mod.ts";
 import type { ConnectOptions, Ports, Server, ServerOptions } from "../mod.ts";
 import {
@@ -188,4 +192,48 @@ export function tapped(t: Transport, taps: Taps): Transport {
       return wrapped;
     },
   };
+}
+
+/**
+ * A self-signed certificate for the names in `san`. It is marked as not a CA:
+ * rustls (Deno's TLS) refuses a CA certificate as a server's own
+ * (`CaUsedAsEndEntity`), and `openssl req -x509` makes a CA one by default.
+ */
+export function makeCertificate(
+  san: string,
+): { cert: string; key: string } | string {
+  const dir = mkdtempSync(join(tmpdir(), "seaport-tls-"));
+  try {
+    const out = spawnSync("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      `subjectAltName=${san}`,
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
+      "-keyout",
+      join(dir, "key.pem"),
+      "-out",
+      join(dir, "cert.pem"),
+    ], { encoding: "utf8" });
+    if (out.error !== undefined) {
+      return `openssl is not available (${out.error.message})`;
+    }
+    if (out.status !== 0) return `openssl failed: ${out.stderr}`;
+    return {
+      cert: readFileSync(join(dir, "cert.pem"), "utf8"),
+      key: readFileSync(join(dir, "key.pem"), "utf8"),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

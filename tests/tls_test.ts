@@ -8,57 +8,19 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { ConnectionError, type Ports } from "../mod.ts";
 import type { Transport } from "../transport.ts";
-import { next, serve, tapped, transports, until, within } from "./_helpers.ts";
+import {
+  makeCertificate,
+  next,
+  serve,
+  tapped,
+  transports,
+  until,
+  within,
+} from "./_helpers.ts";
 
 const fast = { reconnectDelay: 20, maxReconnectDelay: 100 };
-
-/**
- * A self-signed certificate for the names in `san`. It is marked as not a CA:
- * rustls (Deno's TLS) refuses a CA certificate as a server's own
- * (`CaUsedAsEndEntity`), and `openssl req -x509` makes a CA one by default.
- */
-function makeCertificate(san: string): { cert: string; key: string } | string {
-  const dir = mkdtempSync(join(tmpdir(), "seaport-tls-"));
-  try {
-    const out = spawnSync("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      `subjectAltName=${san}`,
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-    ], { encoding: "utf8" });
-    if (out.error !== undefined) {
-      return `openssl is not available (${out.error.message})`;
-    }
-    if (out.status !== 0) return `openssl failed: ${out.stderr}`;
-    return {
-      cert: readFileSync(join(dir, "cert.pem"), "utf8"),
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const made = makeCertificate("IP:127.0.0.1,DNS:localhost");
 const skip = typeof made === "string" ? made : false;
