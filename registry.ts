@@ -257,6 +257,8 @@ class Entry<O, T> {
   readonly #owner: O;
   readonly #slot: Slot<O, T>;
   #shown = false;
+  /** Shown once, hidden since by `unready`: its end is still news. */
+  #hidden = false;
   /** The event that shows it: `assume` for assumed ports, else `allocate`. */
   #kind: "allocate" | "assume" = "allocate";
   /** When it was last shown, in seconds since the registry's start (a small integer). */
@@ -296,8 +298,15 @@ class Entry<O, T> {
     since: number,
   ): void {
     e.#shown = true;
+    e.#hidden = false;
     e.#kind = kind;
     e.#since = since;
+  }
+  static assumed<O, T>(e: Entry<O, T>): void {
+    e.#kind = "assume";
+  }
+  static hidden<O, T>(e: Entry<O, T>): boolean {
+    return e.#hidden;
   }
   static since<O, T>(e: Entry<O, T>): number {
     return e.#since;
@@ -307,6 +316,7 @@ class Entry<O, T> {
   }
   static hide<O, T>(e: Entry<O, T>): void {
     e.#shown = false;
+    e.#hidden = true;
   }
   static kind<O, T>(e: Entry<O, T>): "allocate" | "assume" {
     return e.#kind;
@@ -605,6 +615,8 @@ export class Registry<O, T = unknown> {
       slot.visible.delete(entry);
       slot.memo = undefined;
       events.push({ type: "free", record });
+    } else if (Entry.hidden(entry)) {
+      events.push({ type: "free", record }); // the port, kept until now, goes
     }
     slot.refs--;
     this.#release(slot);
@@ -724,9 +736,7 @@ export class Registry<O, T = unknown> {
     if (old !== undefined) this.#remove(old, events);
     const entry = this.#insert(owner, input, role, port, t);
     if (options.ready === false) {
-      // not ready yet: an assumed port that `ready` shows later
-      Entry.show(entry, "assume", 0);
-      Entry.hide(entry);
+      Entry.assumed(entry); // not ready yet: `ready` shows it as assumed
       return { record: entry, events, woken: [] };
     }
     const result = this.#show(entry, "assume");

@@ -136,6 +136,7 @@ export function start(cmd: string[], args: string[], env: object = {}): Proc {
             const m = re.exec(all[i]!);
             if (m === null) continue;
             cursor[stream] = i + 1;
+            notify = () => {}; // a settled wait must not take later lines
             return resolve(m);
           }
           if (done) reject(new Error(`Exited without ${re}${describe()}`));

@@ -284,8 +284,12 @@ async function subprocessSuite(t: TestContext, cli: string[]) {
       const again = JSON.parse(line);
       assert.notEqual(again.pid, first.pid);
       assert.equal(again.port, first.port);
+      const { input: hidden } = await watch.line(/"type":"free"/);
+      assert.equal(JSON.parse(hidden).unready, true, "hidden, not freed");
+      assert.deepEqual(await query(address, "query", "web"), []);
       process.kill(again.pid, "SIGUSR2");
       await svc.line(/"event":"listening"/);
+      await svc.line(/is up on/, "stderr");
       assert.equal(await fetchBody(again.port), "beep boop\r\n");
       const where = `127.0.0.1:${first.port}`;
       assert.deepEqual(await query(address, "query", "web"), [where]);
@@ -297,8 +301,11 @@ async function subprocessSuite(t: TestContext, cli: string[]) {
       const { input: stopped } = await svc.line(/"event":"stop"/);
       assert.equal(JSON.parse(stopped).pid, first.pid);
       assert.equal((await within(svc.closed, WAIT, "service exit")).code, 0);
+      const { input: hiding } = await watch.line(/"type":"free"/);
+      assert.equal(JSON.parse(hiding).unready, true, "hidden at the signal");
       const { input: event } = await watch.line(/"type":"free"/);
       assert.equal(JSON.parse(event).record.port, first.port);
+      assert.equal(JSON.parse(event).unready, undefined, "then freed");
       assert.deepEqual(await query(address, "query", "web"), []);
       watch.signal("SIGINT");
       assert.equal((await within(watch.closed, WAIT, "watch exit")).code, 0);

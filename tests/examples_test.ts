@@ -2,6 +2,9 @@ import { test } from "node:test";
 import process from "node:process";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { denoTransport } from "../transport.ts";
 import { runtime, serve, within } from "./_helpers.ts";
@@ -39,6 +42,50 @@ test(
       server.child.kill("SIGTERM");
       client.child.kill("SIGTERM");
       await within(server.exited, 5000, "server.ts to stop");
+    }
+  },
+);
+
+test(
+  "a script outside the clone imports mod.ts by path and runs with a plain deno run -A",
+  { skip },
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), "seaport-outside-"));
+    try {
+      const mod = new URL("../mod.ts", import.meta.url).href;
+      const script = join(dir, "uses_seaport.ts");
+      writeFileSync(
+        script,
+        `import { connect, createServer, hostPort } from ${JSON.stringify(mod)};
+const server = createServer();
+const { port } = await server.listen(0, "127.0.0.1");
+const ports = connect("127.0.0.1", port);
+await ports.service("web@1.2.3");
+const [r] = await ports.get("web@1.x");
+console.log(hostPort(r!));
+await ports.close();
+await server.close();
+`,
+      );
+      const exec = (globalThis as { Deno?: { execPath(): string } }).Deno!
+        .execPath();
+      const child = spawn(exec, ["run", "-A", script], {
+        cwd: dir, // no deno.json here or above
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      let err = "";
+      child.stdout!.on("data", (d) => out += d);
+      child.stderr!.on("data", (d) => err += d);
+      const code = await within(
+        new Promise<number | null>((r) => child.on("exit", r)),
+        60_000,
+        "the outside script",
+      );
+      assert.equal(code, 0, err);
+      assert.match(out, /^127\.0\.0\.1:\d+\n$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   },
 );

@@ -303,9 +303,11 @@ test("unready hides a registration and keeps its port; ready shows it again", ()
   assert.deepEqual(up.events, [{ type: "allocate", record: r }]);
   assert.deepEqual(up.woken, [{ token: "t1", records: [r] }]);
   assert.deepEqual(reg.query("", "web"), [r]);
-  // freeing a not-ready registration fires nothing more
+  // freeing a not-ready registration says the port went too
   reg.unready("a", r.id);
-  assert.deepEqual(reg.free("a", { id: r.id }).events, []);
+  assert.deepEqual(reg.free("a", { id: r.id }).events, [
+    { type: "free", record: r },
+  ]);
   assert.equal(reg.size, 1);
 });
 
