@@ -181,6 +181,7 @@ async function compileTests(project: string, exports: Exports, deno: DenoJson) {
     keep: (file) => file.startsWith(join(project, "tests")),
     before: [packageImports(exports, names, broken)],
   });
+  await stripExamples(join(project, "examples"));
   const unrun = [...broken].map(([file, why]) => `${file} imports ${why}`);
   if ([...broken.keys()].some((f) => !f.endsWith("_test.ts"))) {
     throw new Error(unrun.join("\n"));
@@ -195,6 +196,31 @@ async function compileTests(project: string, exports: Exports, deno: DenoJson) {
     .filter((t) => !broken.has(join("tests", t)))
     .map((t) => join("tests", t.replace(/\.ts$/, ".js")));
   return { files, deps, unrun };
+}
+
+/**
+ * Writes examples/*.ts as JavaScript into `to`, types stripped and imports
+ * left as they are (`@seaport/seaport` is the installed package there), for
+ * tests/examples_test.ts to run with Node or Bun. (`deno task check`
+ * type-checks them.)
+ */
+async function stripExamples(to: string): Promise<void> {
+  const dir = join(ROOT, "examples");
+  await Deno.mkdir(to, { recursive: true });
+  for (const file of await list(dir, /\.ts$/)) {
+    const source = await Deno.readTextFile(join(dir, file));
+    const { outputText } = ts.transpileModule(source, {
+      compilerOptions: {
+        module: ts.ModuleKind.ESNext,
+        target: ts.ScriptTarget.ES2022,
+      },
+      fileName: file,
+    });
+    await Deno.writeTextFile(
+      join(to, file.replace(/\.ts$/, ".js")),
+      outputText,
+    );
+  }
 }
 
 /**
