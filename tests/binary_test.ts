@@ -13,7 +13,7 @@
  */
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -280,5 +280,16 @@ test("each release file is an executable for its platform, listed in SHA256SUMS"
     assert.deepEqual(header(bytes), FORMATS[file], file);
     const sha = createHash("sha256").update(bytes).digest("hex");
     assert.equal(listed.get(file), sha, `checksum of ${file}`);
+  }
+  // This machine's own file also runs.
+  const own = `seaport-${process.platform}-${process.arch}`;
+  if (files.includes(own)) {
+    const out = spawnSync(join(release, own), ["--version"], {
+      encoding: "utf8",
+      env: {},
+      timeout: WAIT,
+    });
+    assert.equal(out.status, 0, out.stderr);
+    assert.match(out.stdout, /^seaport \d+\.\d+\.\d+\n$/);
   }
 });
