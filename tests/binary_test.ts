@@ -201,6 +201,9 @@ test("the binary runs from an empty directory with an empty environment", async 
       });
       const after = await run(cwd, [address, "query", "inner"]);
       assert.deepEqual([after.code, after.stdout], [0, "[]\n"]);
+      // SIGTERM reached COMMAND, the inner registry, which has stopped.
+      const stopped = [`127.0.0.1:${free}`, "show", "--timeout", "300"];
+      assert.equal((await run(cwd, stopped)).code, 1);
 
       server.signal("SIGTERM");
       assert.deepEqual(
@@ -211,7 +214,7 @@ test("the binary runs from an empty directory with an empty environment", async 
         },
       );
     });
-    // Written nowhere but its temp directory, which stays empty.
+    // It wrote nothing into the directory it ran in.
     assert.deepEqual(readdirSync(cwd), []);
   } finally {
     rmSync(cwd, { recursive: true, force: true });
