@@ -10,7 +10,7 @@
  * ```
  *
  * Run it with `deno run -A jsr:@seaport/seaport/cli`, `npx seaport`, or the
- * single binary. See the README for every command.
+ * single binary (`deno task binary`). See the README for every command.
  *
  * @module
  */

@@ -1,6 +1,6 @@
 /**
  * Builds the npm package `@seaport/seaport` into `npm/` and tests it under
- * Node: dnt's job, done with the TypeScript compiler from npm.
+ * Node and Bun: dnt's job, done with the TypeScript compiler from npm.
  *
  * 1. Type-checks every top-level module with the strict options of deno.json
  *    and emits ESM JavaScript and `.d.ts` files into `npm/esm/`, a `bin.js`
@@ -9,11 +9,15 @@
  * 2. Compiles `tests/*.ts` with their imports of `../mod.ts`, `../registry.ts`,
  *    … rewritten to `@seaport/seaport`, `@seaport/seaport/registry`, …, packs
  *    the package, installs the tarball into a fresh project in the OS temp
- *    directory and runs the tests there with `node --test`.
+ *    directory and runs the tests there with `node --test`, then the same
+ *    files with `bun test` (Bun from package.json's devDependencies). Bun's
+ *    runner runs node:test files (subtests too: a failing one fails its
+ *    parent, though only top-level tests are counted); it must skip exactly
+ *    the tests Node skips.
  * 3. Runs the installed `seaport --version`.
  *
  * ```sh
- * deno run --allow-all npm_build.ts            # build, then test under Node
+ * deno run --allow-all npm_build.ts            # build, then test (Node, Bun)
  * deno run --allow-all npm_build.ts --no-test  # build only
  * ```
  *
@@ -29,6 +33,8 @@ import { fileURLToPath } from "node:url";
 const ROOT = fileURLToPath(new URL(".", import.meta.url));
 const OUT = join(ROOT, "npm");
 const NAME = "@seaport/seaport";
+/** Bun, from package.json's devDependencies. */
+const BUN = join(ROOT, "node_modules", ".bin", "bun");
 const DESCRIPTION = "A service registry and port assigner for clusters";
 /** Modules published as subpaths, besides "." (mod.ts) and "./cli". */
 const SUBPATHS = ["registry", "protocol", "transport", "errors"];
@@ -80,7 +86,7 @@ async function main(args: string[]): Promise<number> {
 /** Emits npm/ and returns the package's exports. */
 async function build(deno: DenoJson, summary: string[]): Promise<Exports> {
   const sources = (await list(ROOT, /^\w+\.ts$/))
-    .filter((f) => !f.endsWith("_test.ts") && f !== "npm_build.ts");
+    .filter((f) => !f.endsWith("_test.ts") && !f.endsWith("_build.ts"));
   const hasCli = sources.includes("cli.ts");
   await rm(OUT, { recursive: true, force: true });
   compile(
@@ -148,8 +154,13 @@ async function test(deno: DenoJson, exports: Exports, summary: string[]) {
     const hasBin = exports["./cli"] !== undefined;
     // tests/cli_test.ts runs the CLI as a subprocess through $SEAPORT_CLI.
     const env = hasBin ? { SEAPORT_CLI: JSON.stringify([bin]) } : {};
-    const ok = await nodeTest(project, files, env, summary);
+    const node = await nodeTest(project, files, env, summary);
+    const bunEnv = hasBin
+      ? { SEAPORT_CLI: JSON.stringify([BUN, join(installed, "esm", "bin.js")]) }
+      : {};
+    const bun = await bunTest(project, files, bunEnv, node, summary);
     summary.push(...unrun.map((why) => `✗ not run under Node: ${why}`));
+    const ok = node.ok && bun;
     if (hasBin) {
       const version = (await run(bin, ["--version"], project)).trim();
       summary.push(`✓ installed bin: "seaport --version" printed "${version}"`);
@@ -178,6 +189,7 @@ async function compileTests(project: string, exports: Exports, deno: DenoJson) {
     keep: (file) => file.startsWith(join(project, "tests")),
     before: [packageImports(exports, names, broken)],
   });
+  await stripExamples(join(project, "examples"));
   const unrun = [...broken].map(([file, why]) => `${file} imports ${why}`);
   if ([...broken.keys()].some((f) => !f.endsWith("_test.ts"))) {
     throw new Error(unrun.join("\n"));
@@ -192,6 +204,31 @@ async function compileTests(project: string, exports: Exports, deno: DenoJson) {
     .filter((t) => !broken.has(join("tests", t)))
     .map((t) => join("tests", t.replace(/\.ts$/, ".js")));
   return { files, deps, unrun };
+}
+
+/**
+ * Writes examples/*.ts as JavaScript into `to`, types stripped and imports
+ * left as they are (`@seaport/seaport` is the installed package there), for
+ * tests/examples_test.ts to run with Node or Bun. (`deno task check`
+ * type-checks them.)
+ */
+async function stripExamples(to: string): Promise<void> {
+  const dir = join(ROOT, "examples");
+  await Deno.mkdir(to, { recursive: true });
+  for (const file of await list(dir, /\.ts$/)) {
+    const source = await Deno.readTextFile(join(dir, file));
+    const { outputText } = ts.transpileModule(source, {
+      compilerOptions: {
+        module: ts.ModuleKind.ESNext,
+        target: ts.ScriptTarget.ES2022,
+      },
+      fileName: file,
+    });
+    await Deno.writeTextFile(
+      join(to, file.replace(/\.ts$/, ".js")),
+      outputText,
+    );
+  }
 }
 
 /**
@@ -308,13 +345,16 @@ function compile(
   throw new Error(`TypeScript ${ts.version} rejected the ${what}:\n${report}`);
 }
 
-/** Runs `node --test` in `project`; the counts come from a TAP report. */
+/**
+ * Runs `node --test` in `project`; the counts come from a TAP report, and so
+ * do the top-level tests skipped, with why.
+ */
 async function nodeTest(
   project: string,
   files: string[],
   env: Record<string, string>,
   summary: string[],
-) {
+): Promise<{ ok: boolean; names: string[]; skipped: Map<string, string> }> {
   const tap = join(project, "results.tap");
   const node = (await run("node", ["--version"], project)).trim();
   console.log(`\nTesting the installed package under Node ${node}`);
@@ -342,7 +382,103 @@ async function nodeTest(
   summary.push(
     `${ok ? "✓" : "✗"} node --test, ${files.length} files: ${counts}${exit}`,
   );
+  const names: string[] = [];
+  const skipped = new Map<string, string>();
+  for (const m of report.matchAll(/^(?:not )?ok \d+ - (.*?)(?: # (.*))?$/gm)) {
+    names.push(m[1]!);
+    const why = /^SKIP ?(.*)$/.exec(m[2] ?? "")?.[1];
+    if (why !== undefined) skipped.set(m[1]!, why);
+  }
+  for (const [name, why] of skipped) {
+    summary.push(`  skipped "${name}": ${why}`);
+  }
+  return { ok, names, skipped };
+}
+
+/**
+ * Runs the same files with `bun test` in `project`; the counts and the
+ * skipped tests come from a JUnit report. Bun's runner gives every test 5 s
+ * unless told otherwise (node:test gives it no limit), so the limit is the
+ * one Node's runner gives a file. Fails unless Bun ran the same top-level
+ * tests as Node and skipped exactly those Node skipped (whose reasons say
+ * why).
+ */
+async function bunTest(
+  project: string,
+  files: string[],
+  env: Record<string, string>,
+  node: { names: string[]; skipped: Map<string, string> },
+  summary: string[],
+): Promise<boolean> {
+  if (!existsSync(BUN)) {
+    summary.push(`✗ bun test: no ${BUN}; run npm install`);
+    return false;
+  }
+  const xml = join(project, "results.xml");
+  const bun = (await run(BUN, ["--version"], project)).trim();
+  console.log(`\nTesting the installed package under Bun ${bun}`);
+  const { code } = await new Deno.Command(BUN, {
+    args: [
+      "test",
+      "--timeout=120000",
+      "--reporter=junit",
+      `--reporter-outfile=${xml}`,
+      ...files.map((f) => `./${f}`),
+    ],
+    cwd: project,
+    env,
+    stdout: "inherit",
+  }).output();
+  const report = await Deno.readTextFile(xml).catch(() => "");
+  const top = /<testsuites [^>]*>/.exec(report)?.[0] ?? "";
+  const attr = (key: string) =>
+    Number(new RegExp(` ${key}="(\\d+)"`).exec(top)?.[1] ?? NaN);
+  const [tests, failures, skips] = ["tests", "failures", "skipped"].map(attr);
+  const cases = [...report.matchAll(
+    /<testcase name="([^"]*)"[^>]*?(\/)?>(\s*<skipped\b)?/g,
+  )].map((m) => ({ name: unescapeXml(m[1]!), skipped: !m[2] && !!m[3] }));
+  const skipped = cases.filter((c) => c.skipped).map((c) => c.name);
+  const ran = cases.map((c) => c.name);
+  const pass = tests! - failures! - skips!;
+  const differ = (a: string[], b: string[]) => a.filter((n) => !b.includes(n));
+  const nodeSkips = [...node.skipped.keys()];
+  const problems = [
+    ...differ(node.names, ran).map((n) => `Bun did not run "${n}"`),
+    ...differ(ran, node.names).map((n) => `Node did not run "${n}"`),
+    ...differ(skipped, nodeSkips).map((n) => `Bun alone skipped "${n}"`),
+    ...differ(nodeSkips, skipped).map((n) => `Bun ran "${n}", Node skipped`),
+  ];
+  const same = problems.length === 0;
+  const ok = code === 0 && !Number.isNaN(pass) && same;
+  const exit = code === 0 ? "" : `; exit code ${code}`;
+  const counts = `${pass} pass, ${failures} fail, ${skips} skipped`;
+  const what = "top-level tests; the same tests and skips as Node";
+  summary.push(
+    `${
+      ok ? "✓" : "✗"
+    } bun test, ${files.length} files: ${counts} (${what})${exit}`,
+  );
+  summary.push(...problems.map((p) => `✗ ${p}`));
   return ok;
+}
+
+function unescapeXml(text: string): string {
+  const named: Record<string, string> = {
+    amp: "&",
+    lt: "<",
+    gt: ">",
+    quot: '"',
+    apos: "'",
+  };
+  return text.replace(
+    /&(#x?[0-9a-f]+|\w+);/gi,
+    (all, e: string) =>
+      e.startsWith("#")
+        ? String.fromCodePoint(
+          Number(e[1] === "x" ? `0${e.slice(1)}` : e.slice(1)),
+        )
+        : named[e] ?? all,
+  );
 }
 
 /** Runs a command, inheriting stderr; returns stdout; throws on failure. */

@@ -1,3 +1,11 @@
+/**
+ * The README's quick example, examples/server.ts and examples/client.ts, run
+ * as a user runs them: with `deno run` here, and from the npm package (where
+ * npm_build.ts strips their types into examples/*.js beside the tests) with
+ * Node or Bun, whichever runs the tests.
+ *
+ * @module
+ */
 import { test } from "node:test";
 import process from "node:process";
 import assert from "node:assert/strict";
@@ -6,18 +14,16 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { denoTransport } from "../transport.ts";
-import { runtime, serve, within } from "./_helpers.ts";
+import { runtime, serve, transports, within } from "./_helpers.ts";
 
-const skip = runtime === "deno"
-  ? false
-  : "the examples are TypeScript run with Deno; the Node suite covers the same API";
+/** `.ts` in a clone, `.js` where these tests were compiled. */
+const ext = import.meta.url.endsWith(".ts") ? "ts" : "js";
 
-function run(file: string, port: number) {
-  const path = fileURLToPath(new URL(`../examples/${file}`, import.meta.url));
-  const exec = (globalThis as { Deno?: { execPath(): string } }).Deno!
-    .execPath();
-  const child = spawn(exec, ["run", "-A", path], {
+function run(name: string, port: number) {
+  const url = new URL(`../examples/${name}.${ext}`, import.meta.url);
+  const path = fileURLToPath(url);
+  const args = runtime === "deno" ? ["run", "-A", path] : [path];
+  const child = spawn(process.execPath, args, {
     env: { ...process.env, SEAPORT_PORT: String(port) },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -29,11 +35,10 @@ function run(file: string, port: number) {
 
 test(
   "the README's quick example works, client started first",
-  { skip },
   async () => {
-    await using s = await serve(denoTransport(), { secret: "beep boop" });
-    const client = run("client.ts", s.port);
-    const server = run("server.ts", s.port);
+    await using s = await serve(transports()[0]!, { secret: "beep boop" });
+    const client = run("client", s.port);
+    const server = run("server", s.port);
     try {
       assert.equal(await within(client.exited, 20000, "client.ts"), 0);
       assert.equal(client.output(), "beep boop\n");
@@ -48,7 +53,11 @@ test(
 
 test(
   "a script outside the clone imports mod.ts by path and runs with a plain deno run -A",
-  { skip },
+  {
+    skip: runtime === "deno"
+      ? false
+      : "importing mod.ts by path is how Deno users run a clone; Node and Bun use the package",
+  },
   async () => {
     const dir = mkdtempSync(join(tmpdir(), "seaport-outside-"));
     try {
