@@ -244,6 +244,13 @@ function packageImports(
   return (ctx) => (file) => {
     const f = ctx.factory;
     const rewrite = (spec: ts.StringLiteral): ts.StringLiteral => {
+      const bare = npmBare(spec.text);
+      if (bare !== undefined) {
+        names.add(
+          bare.split("/").slice(0, bare.startsWith("@") ? 2 : 1).join("/"),
+        );
+        return f.createStringLiteral(bare);
+      }
       const path = spec.text;
       const module = /^\.\.\/(\w+)\.[jt]s$/.exec(path)?.[1];
       const sub = module === "mod" ? "." : `./${module}`;
@@ -267,6 +274,12 @@ function packageImports(
   };
 }
 
+/** `semver` for `npm:semver@7.8.6` (and `pkg/sub` for `npm:pkg@1/sub`). */
+function npmBare(specifier: string): string | undefined {
+  const m = /^npm:((?:@[^/@]+\/)?[^/@]+)(?:@[^/]*)?(\/.*)?$/.exec(specifier);
+  return m === null ? undefined : m[1]! + (m[2] ?? "");
+}
+
 /**
  * Rewrites Deno's `npm:semver@7.8.6` specifiers to the package name
  * (`semver`), which the package's dependencies pin.
@@ -276,8 +289,8 @@ function npmSpecifiers(): ts.TransformerFactory<ts.SourceFile> {
     const f = ctx.factory;
     const visit = (n: ts.Node): ts.Node => {
       if (ts.isStringLiteral(n) && isModuleSpecifier(n)) {
-        const m = /^npm:((?:@[^/@]+\/)?[^/@]+)(?:@[^/]*)?(\/.*)?$/.exec(n.text);
-        if (m !== null) return f.createStringLiteral(m[1]! + (m[2] ?? ""));
+        const bare = npmBare(n.text);
+        if (bare !== undefined) return f.createStringLiteral(bare);
       }
       return ts.visitEachChild(n, visit, ctx);
     };
