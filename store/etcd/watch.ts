@@ -102,6 +102,8 @@ export interface Watch extends AsyncIterable<WatchBatch>, AsyncDisposable {
   readonly ready: Promise<boolean>;
   /** The last revision of which every change was delivered (or queued). */
   readonly revision: number;
+  /** How many times the stream was reopened after `idleTimeout`. */
+  readonly reopens: number;
   /** Resolves when the watch ends, with why. */
   readonly ended: Promise<WatchEnd>;
   /** Ends the watch (reason "closed") and closes its stream. */
@@ -145,6 +147,7 @@ class RunningWatch implements Watch {
   #end: WatchEnd | undefined;
   #ctl: AbortController | undefined;
   #closing = false;
+  #reopens = 0;
   #setReady: (v: boolean) => void = () => {};
   #setEnded: (e: WatchEnd) => void = () => {};
   #run: Promise<void>;
@@ -173,6 +176,10 @@ class RunningWatch implements Watch {
 
   get revision(): number {
     return this.#revision;
+  }
+
+  get reopens(): number {
+    return this.#reopens;
   }
 
   async close(): Promise<void> {
@@ -248,6 +255,7 @@ class RunningWatch implements Watch {
       if (outcome !== IDLE) return this.#finish(outcome);
       // Quiet for too long: reopen from where this one was.
       start = this.#revision + 1;
+      this.#reopens++;
     }
   }
 
