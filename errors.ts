@@ -21,7 +21,9 @@ export type ErrorCode =
   | "RANGE_EXHAUSTED"
   | "PORT_TAKEN"
   | "NOT_FOUND"
-  | "LIMIT";
+  | "LIMIT"
+  | "UNAVAILABLE"
+  | "STORE";
 
 /**
  * The base class of every seaport error.
@@ -180,6 +182,31 @@ export class AuthError extends SeaportError {
   }
 }
 
+/**
+ * The store behind the registry (etcd) is unreachable or has lost its quorum:
+ * every endpoint refused the connection, answered 503, or did not answer in
+ * time. The message names the endpoints tried. Retrying later may succeed.
+ *
+ * @example
+ * ```ts
+ * import { UnavailableError } from "./errors.ts";
+ * const err = new UnavailableError("etcd is unavailable: tried http://127.0.0.1:2379");
+ * console.log(err.code); // "UNAVAILABLE"
+ * ```
+ */
+export class UnavailableError extends SeaportError {
+  /**
+   * Creates the error.
+   *
+   * @param message What was unavailable, naming the endpoints tried.
+   * @param options The last endpoint's error as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super("UNAVAILABLE", message, options);
+    this.name = "UnavailableError";
+  }
+}
+
 /** The codes a {@linkcode RegistryError} can carry. */
 export type RegistryErrorCode =
   | "INVALID_ROLE"
@@ -260,6 +287,8 @@ export function errorFromWire(wire: WireError): SeaportError {
       return new TimeoutError(message);
     case "ABORTED":
       return new AbortError(message);
+    case "UNAVAILABLE":
+      return new UnavailableError(message);
     case "CONNECTION":
     case "CLOSED":
       return new ConnectionError(message, undefined, code);

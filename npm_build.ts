@@ -39,6 +39,11 @@ const DESCRIPTION = "A service registry and port assigner for clusters";
 /** Modules published as subpaths, besides "." (mod.ts) and "./cli". */
 const SUBPATHS = ["registry", "protocol", "transport", "errors"];
 /**
+ * Folders with a `mod.ts`, published as subpaths (`./store/etcd`): not in the
+ * top-level mod.ts yet, but the tests under Node import them.
+ */
+const FOLDERS = ["store/etcd"];
+/**
  * What Node 20 lacks but cli.ts guards its run with: `import.meta.main`
  * (declared for the compiler only; bin.js runs the CLI on Node).
  */
@@ -89,16 +94,13 @@ async function build(deno: DenoJson, summary: string[]): Promise<Exports> {
     .filter((f) => !f.endsWith("_test.ts") && !f.endsWith("_build.ts"));
   const hasCli = sources.includes("cli.ts");
   await rm(OUT, { recursive: true, force: true });
-  compile(
-    "sources",
-    sources.map((s) => join(ROOT, s)),
-    join(OUT, "esm"),
-    deno,
-    {
-      before: [npmSpecifiers()],
-    },
-  );
+  const folders = FOLDERS.filter((f) => existsSync(join(ROOT, f, "mod.ts")));
+  const roots = [...sources, ...folders.map((f) => join(f, "mod.ts"))];
+  compile("sources", roots.map((s) => join(ROOT, s)), join(OUT, "esm"), deno, {
+    before: [npmSpecifiers()],
+  });
   const exports: Exports = { ".": entry("mod") };
+  for (const f of folders) exports[`./${f}`] = entry(`${f}/mod`);
   if (hasCli) {
     exports["./cli"] = entry("cli");
     await Deno.writeTextFile(join(OUT, "esm", "bin.js"), BIN, { mode: 0o755 });
@@ -241,7 +243,11 @@ function packageImports(
   names: Set<string>,
   broken: Map<string, string>,
 ): ts.TransformerFactory<ts.SourceFile> {
+  const tests = join(ROOT, "tests");
   return (ctx) => (file) => {
+    // Sources the tests import (store/etcd/…) are compiled along but not
+    // kept: the tests use the package's copy.
+    if (relative(tests, file.fileName).startsWith("..")) return file;
     const f = ctx.factory;
     const rewrite = (spec: ts.StringLiteral): ts.StringLiteral => {
       const bare = npmBare(spec.text);
@@ -252,7 +258,8 @@ function packageImports(
         return f.createStringLiteral(bare);
       }
       const path = spec.text;
-      const module = /^\.\.\/(\w+)\.[jt]s$/.exec(path)?.[1];
+      // `../errors.ts` → "./errors"; `../store/etcd/mod.ts` → "./store/etcd".
+      const module = /^\.\.\/([\w/]+?)(?:\/mod)?\.[jt]s$/.exec(path)?.[1];
       const sub = module === "mod" ? "." : `./${module}`;
       if (module !== undefined && exports[sub] !== undefined) {
         return f.createStringLiteral(sub === "." ? NAME : `${NAME}/${module}`);
