@@ -23,13 +23,17 @@ const CLIENT = `  --secret S      ${SECRET}
 const HELP: Record<Command, [usage: string, text: string]> = {
   listen: [
     `seaport PORT [--secret S] [--host H] [--range LO-HI]
+           [--http HTTPPORT [--http-token T]]
        seaport listen PORT ...`,
     `Runs a seaport server on PORT (0 picks a free one) and prints
 "seaport listening on :PORT". Stops cleanly on SIGINT and SIGTERM.
 
   --secret S      make clients prove they know S (default: $SEAPORT_SECRET)
   --host H        the address to bind (default: every address)
-  --range LO-HI   assign ports from LO to HI (default: 10000-20000)`,
+  --range LO-HI   assign ports from LO to HI (default: 10000-20000)
+  --http HTTPPORT also serve the HTTP API, metrics and web view on HTTPPORT
+  --http-token T  the read-only token HTTP requests must carry (default:
+                  $SEAPORT_HTTP_TOKEN); required with a secret`,
   ],
   show: [
     `seaport HOST:PORT show [--secret S] [--env E] [--timeout MS]
@@ -109,6 +113,10 @@ export interface Parsed {
   allEnvs: boolean;
   host: string | undefined;
   range: [number, number] | undefined;
+  /** `--http`: the HTTP side's port. */
+  httpPort: number | undefined;
+  /** `--http-token` or `$SEAPORT_HTTP_TOKEN`. */
+  httpToken: string | undefined;
   timeout: number;
   meta: Meta;
   exec: string[];
@@ -133,6 +141,8 @@ export function parse(
       range: { type: "string" },
       timeout: { type: "string" },
       env: { type: "string" },
+      http: { type: "string" },
+      "http-token": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean", short: "v" },
     },
@@ -170,7 +180,7 @@ export function parse(
   }
 
   const allowed: Record<Command, string[]> = {
-    listen: ["secret", "host", "range"],
+    listen: ["secret", "host", "range", "http", "http-token"],
     show: ["secret", "env", "timeout"],
     query: ["secret", "env", "timeout"],
     watch: ["secret", "env", "timeout"],
@@ -208,6 +218,8 @@ export function parse(
     allEnvs: opts.get("env") === undefined,
     host: opts.get("host"),
     range: undefined,
+    httpPort: undefined,
+    httpToken: undefined,
     timeout: DEFAULT_TIMEOUT,
     meta,
     exec,
@@ -224,6 +236,19 @@ export function parse(
         );
       }
       parsed.range = [lo, hi];
+    }
+    const http = opts.get("http");
+    if (http !== undefined) {
+      parsed.httpPort = integer(http, "HTTP port", 0, 65535, command);
+      parsed.httpToken = opts.get("http-token") ??
+        (env.SEAPORT_HTTP_TOKEN || undefined);
+      if (parsed.secret !== undefined && parsed.httpToken === undefined) {
+        throw fail(
+          `--http with a secret needs --http-token T (or $SEAPORT_HTTP_TOKEN): a read-only token for HTTP, never the secret`,
+        );
+      }
+    } else if (opts.has("http-token")) {
+      throw fail(`--http-token only applies with --http HTTPPORT`);
     }
     return parsed;
   }
@@ -244,7 +269,15 @@ export function parse(
   return parsed;
 }
 
-const STRING_OPTIONS = ["secret", "host", "range", "timeout", "env"];
+const STRING_OPTIONS = [
+  "secret",
+  "host",
+  "range",
+  "timeout",
+  "env",
+  "http",
+  "http-token",
+];
 const VERBS = new Map<string, Command | "help">([
   ["listen", "listen"],
   ["show", "show"],

@@ -120,6 +120,14 @@ async function listen(p: Parsed, io: Out): Promise<number> {
   const server = createServer({
     ...(p.secret !== undefined ? { secret: p.secret } : {}),
     ...(p.range !== undefined ? { range: { "*": p.range } } : {}),
+    ...(p.httpPort !== undefined
+      ? {
+        http: {
+          port: p.httpPort,
+          ...(p.httpToken !== undefined ? { token: p.httpToken } : {}),
+        },
+      }
+      : {}),
   });
   server.on("error", (err) => io.stderr(`seaport: ${message(err)}\n`));
   let stop = () => {};
@@ -131,6 +139,9 @@ async function listen(p: Parsed, io: Out): Promise<number> {
       throw new Error(`Cannot listen on ${where}: ${message(err)}`);
     });
     io.stdout(`seaport listening on :${addr.port}\n`);
+    if (server.httpAddr !== undefined) {
+      io.stdout(`seaport HTTP on :${server.httpAddr.port}\n`);
+    }
     await stopped;
     return 0;
   } finally {
