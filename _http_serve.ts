@@ -53,7 +53,10 @@ interface DenoServe {
       onListen?: (addr: unknown) => void;
       onError?: (err: unknown) => Response;
     },
-    handler: HttpHandler,
+    handler: (
+      request: Request,
+      info: { completed?: Promise<void> },
+    ) => Promise<Response>,
   ): DenoHttpServer;
 }
 
@@ -98,7 +101,7 @@ function serveDeno(
       onError(err);
       return internal();
     },
-  }, handler);
+  }, (request) => handler(request));
   let closing: Promise<void> | undefined;
   return Promise.resolve({
     addr: {

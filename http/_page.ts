@@ -4,7 +4,7 @@
  * shell, one stylesheet and one script (no inline code, so the
  * Content-Security-Policy allows only these). The script follows
  * `/v1/events?snapshot=1` with EventSource and checks filter patterns by
- * asking `/v1/services`, so they go through the server's own parser.
+ * asking `/v1/pattern`, so they go through the server's own parser.
  *
  * @module
  */
@@ -394,20 +394,23 @@ export const APP_JS = `"use strict";
       render();
       return;
     }
-    fetch("/v1/services?pattern=" + encodeURIComponent(pattern), { headers: { accept: "application/json" } })
-      .then(function (res) {
-        return res.json().then(function (body) { return [res.ok, body]; });
-      })
-      .then(function (x) {
-        if (seq !== filterSeq) return;
-        if (!x[0]) {
+    var q = encodeURIComponent(pattern);
+    fetch("/v1/pattern?pattern=" + q)
+      .then(function (res) { return res.json(); })
+      .then(function (check) {
+        if (seq !== filterSeq) return null;
+        if (check.error) {
           input.setAttribute("aria-invalid", "true");
-          $("filter-error").textContent = x[1].message || "Invalid pattern";
-          return;
+          $("filter-error").textContent = check.error.message;
+          return null;
         }
+        return fetch("/v1/services?pattern=" + q).then(function (res) { return res.json(); });
+      })
+      .then(function (list) {
+        if (list === null || seq !== filterSeq) return;
         input.removeAttribute("aria-invalid");
         $("filter-error").textContent = "";
-        matched = new Set(x[1].map(function (r) { return r.id; }));
+        matched = new Set(list.map(function (r) { return r.id; }));
         render();
       })
       .catch(function () {

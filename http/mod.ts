@@ -297,6 +297,7 @@ const ROUTES: Record<string, string> = {
   "/": "/",
   "/v1/services": "/v1/services",
   "/v1/events": "/v1/events",
+  "/v1/pattern": "/v1/pattern",
   "/metrics": "/metrics",
   "/healthz": "/healthz",
   "/readyz": "/readyz",
@@ -450,6 +451,8 @@ export class HttpApp {
         return await this.#services(req, url);
       case "/v1/events":
         return this.#events(req, url);
+      case "/v1/pattern":
+        return this.#pattern(url);
       case "/metrics":
         params(url, []);
         return new Response(this.metrics(), {
@@ -562,6 +565,33 @@ export class HttpApp {
       `${COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`,
     );
     return res;
+  }
+
+  /**
+   * Checks a pattern with the registry's parser and answers 200 either way,
+   * `{ pattern, name, range }` or `{ pattern, error: { code, message } }`: a
+   * form can check what is typed without its console reporting failed loads.
+   */
+  #pattern(url: URL): Response {
+    const p = params(url, ["pattern"]);
+    const pattern = p.get("pattern");
+    if (pattern === undefined) {
+      throw new HttpError(
+        400,
+        "BAD_REQUEST",
+        `Missing the "pattern" parameter`,
+      );
+    }
+    try {
+      const { name, range } = parsePattern(pattern);
+      return json(200, { pattern, name, range: range?.range ?? "*" });
+    } catch (err) {
+      if (!(err instanceof SeaportError)) throw err;
+      return json(200, {
+        pattern,
+        error: { code: err.code, message: err.message },
+      });
+    }
   }
 
   async #services(req: Request, url: URL): Promise<Response> {
@@ -702,7 +732,6 @@ export class HttpApp {
         stream = { controller, stop };
         this.#streams.add(stream);
         this.#tick();
-        req.signal.addEventListener("abort", stop, { once: true });
         send(controller, "retry: 1000\n\n");
         if (last !== undefined) {
           const missed = last.run === run ? log.after(last.index) : undefined;

@@ -342,6 +342,26 @@ test("/metrics passes promtool check metrics and its values match the registry",
   }
 });
 
+test("/v1/pattern checks a pattern with the registry's parser", async () => {
+  await using s = await serveHttp();
+  const ok = await getJson(`${s.base}/v1/pattern?pattern=web%40%5E1.2`);
+  assert.equal(ok.status, 200);
+  assert.deepEqual(ok.body, {
+    pattern: "web@^1.2",
+    name: "web",
+    range: ">=1.2.0 <2.0.0-0",
+  });
+  const any = await getJson(`${s.base}/v1/pattern?pattern=web`);
+  assert.equal(any.body.range, "*");
+  const bad = await getJson(`${s.base}/v1/pattern?pattern=web@%3E%3Dbanana`);
+  assert.equal(bad.status, 200);
+  assert.deepEqual(bad.body.error, {
+    code: "INVALID_PATTERN",
+    message: 'Invalid pattern "web@>=banana": ">=banana" is not a semver range',
+  });
+  assert.equal((await getJson(`${s.base}/v1/pattern`)).status, 400);
+});
+
 test("/healthz and /readyz answer 200, HEAD answers without a body", async () => {
   await using s = await serveHttp();
   assert.deepEqual((await getJson(`${s.base}/healthz`)).body, { status: "ok" });
