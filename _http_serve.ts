@@ -32,6 +32,8 @@ export interface HttpListener {
 
 /** Largest request head node:http accepts; the handler checks its own limit. */
 const NODE_MAX_HEADER = 64 * 1024;
+/** How long closing waits for answers under way on node:http, in ms. */
+const GRACE = 1000;
 /** Largest request body passed on (sign-in forms are tiny). */
 const MAX_BODY = 16 * 1024;
 
@@ -119,15 +121,22 @@ async function serveNode(
   onError: (err: unknown) => void,
 ): Promise<HttpListener> {
   const scheme = tls === undefined ? "http" : "https";
+  let active = 0;
+  let idle: (() => void) | undefined;
   const listener = (
     req: NodeHttp.IncomingMessage,
     res: NodeHttp.ServerResponse,
-  ) =>
+  ) => {
+    active++;
+    res.on("close", () => {
+      if (--active === 0) idle?.();
+    });
     void answer(scheme, req, res, handler).catch((err) => {
       onError(err);
       if (!res.headersSent) res.writeHead(500);
       res.destroy();
     });
+  };
   const server: NodeHttp.Server = tls === undefined
     ? (await import("node:http")).createServer(
       { maxHeaderSize: NODE_MAX_HEADER },
@@ -149,11 +158,23 @@ async function serveNode(
   let closing: Promise<void> | undefined;
   return {
     addr: { hostname: normalizeHost(a.address), port: a.port },
+    // Answers under way (ended streams, woken waits) are written out first,
+    // for at most a second; then every connection is closed.
     close: () =>
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
+      closing ??= (async () => {
+        const closed = new Promise<void>((r) => server.close(() => r()));
+        server.closeIdleConnections();
+        if (active > 0) {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await new Promise<void>((resolve) => {
+            idle = resolve;
+            timer = setTimeout(resolve, GRACE);
+          });
+          clearTimeout(timer);
+        }
         server.closeAllConnections();
-      }),
+        await closed;
+      })(),
   };
 }
 
@@ -164,6 +185,14 @@ async function answer(
   res: NodeHttp.ServerResponse,
   handler: HttpHandler,
 ): Promise<void> {
+  if (!req.url?.startsWith("/")) {
+    res.writeHead(400, { "content-type": "application/json" });
+    res.end(JSON.stringify({
+      code: "BAD_REQUEST",
+      message: "The request target must be a path",
+    }));
+    return;
+  }
   const ac = new AbortController();
   res.on("close", () => ac.abort());
   const headers = new Headers();
@@ -190,7 +219,7 @@ async function answer(
       off += c.length;
     }
   }
-  const request = new Request(`${scheme}://localhost${req.url ?? "/"}`, {
+  const request = new Request(`${scheme}://localhost${req.url}`, {
     method,
     headers,
     signal: ac.signal,

@@ -12,6 +12,7 @@ import {
   checkHttpOptions,
   type HttpOptions,
   type HttpSide,
+  type RegistryView,
   startHttp,
 } from "./http/mod.ts";
 import {
@@ -385,7 +386,7 @@ class SeaportServer implements Server {
   }
 
   /** What the HTTP side reads: queries, events and counters, never changes. */
-  #view() {
+  #view(): RegistryView {
     const sessions = this.#sessions;
     return {
       query: (pattern?: string, env?: string) => this.query(pattern, env),
@@ -401,7 +402,6 @@ class SeaportServer implements Server {
       },
       stats: this.#stats,
       range: this.#range,
-      secret: this.#key !== undefined,
     };
   }
 

@@ -157,7 +157,7 @@ tr.empty td { color: var(--muted); }
   table, tbody, tr, td, tbody th { display: block; width: 100%; }
   tbody tr { border-bottom: 1px solid var(--line); padding: .25rem 0; }
   td { border: 0; padding: .1rem .4rem; display: grid; grid-template-columns: 6rem 1fr; }
-  td::before { content: attr(data-label); color: var(--muted); font-size: .85rem; }
+  td::before { content: attr(data-label); color: var(--muted); font: .85rem system-ui, sans-serif; }
   .hosts li { grid-template-columns: 1fr auto; }
   .hosts svg { grid-column: 1 / -1; }
 }

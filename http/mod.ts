@@ -173,13 +173,14 @@ const SECURITY_HEADERS: Record<string, string> = {
   "permissions-policy": "camera=(), microphone=(), geolocation=()",
 };
 
-function json(status: number, body: unknown, headers: HeadersInit = {}) {
+function json(
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: {
-      "content-type": JSON_TYPE,
-      ...headers as Record<string, string>,
-    },
+    headers: { "content-type": JSON_TYPE, ...headers },
   });
 }
 
