@@ -19,7 +19,6 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { seaport, type ServerOptions } from "../mod.ts";
-import { within } from "./_helpers.ts";
 import { type HttpTestServer, serveHttp } from "./_http.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -98,17 +97,34 @@ async function rows(page: Page): Promise<string[]> {
   );
 }
 
+/**
+ * Polls the page until `check` holds, failing after `ms` with `what`. (The
+ * page's Content-Security-Policy forbids eval, and with it Playwright's
+ * waitForFunction; $$eval and locators still work.)
+ */
+async function pageUntil(
+  page: Page,
+  check: () => Promise<boolean>,
+  what: () => Promise<string>,
+  ms = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${ms} ms: ${await what()}`);
+    }
+    await page.waitForTimeout(20);
+  }
+}
+
+/** Waits until the visible rows are exactly `want` (role@version each). */
 async function waitRows(page: Page, want: string[]): Promise<void> {
   const sorted = [...want].sort().join(",");
-  let seen: string[] = [];
-  await within(
-    (async () => {
-      while ((seen = (await rows(page)).sort()).join(",") !== sorted) {
-        await page.waitForTimeout(20);
-      }
-    })(),
-    10_000,
-    `rows ${sorted} (seen ${seen.join(",")})`,
+  const seen = async () => (await rows(page)).sort().join(",");
+  await pageUntil(
+    page,
+    async () => (await seen()) === sorted,
+    async () => `rows are "${await seen()}", not "${sorted}"`,
   );
 }
 
@@ -218,7 +234,12 @@ test("the web view shows registrations live, filters them, reconnects and fits a
     );
 
     // screenshots for the README: wide, then phone width
-    await page.waitForTimeout(2100); // let the highlights fade
+    const highlighted = page.locator("#map tr.added, #map tr.removed");
+    await pageUntil(
+      page,
+      async () => (await highlighted.count()) === 0,
+      () => Promise.resolve("the highlights to fade"),
+    );
     const dir = shotDir();
     await page.screenshot({ path: join(dir, "web-view.png") });
     await page.setViewportSize({ width: 390, height: 844 });
