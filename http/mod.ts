@@ -639,7 +639,6 @@ export class HttpApp {
       );
     }
     const before = answerKey(first);
-    let result = first;
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -655,15 +654,14 @@ export class HttpApp {
         const changed = index !== undefined
           ? answerKey(next) !== before
           : next.length > 0;
-        if (changed) {
-          result = next;
-          done();
-        }
+        if (changed) done();
       });
       req.signal.addEventListener("abort", done);
       this.#blocking.add(done);
     });
-    return answer(result === first ? now() : result);
+    // Records and index read together: later changes may have come since
+    // the one that woke this request, and the index must cover exactly these.
+    return answer(now());
   }
 
   #events(req: Request, url: URL): Response {
