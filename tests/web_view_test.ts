@@ -190,7 +190,10 @@ test("the web view shows registrations live, filters them, reconnects and fits a
     await staging.service("web@1.3.0", { build: "a1f" });
     await waitRows(page, ["web@1.2.3", "web@2.0.0", "db@5.1.0", "web@1.3.0"]);
     const filter = page.getByLabel("Filter by pattern");
-    await filter.fill("web@1.x");
+    // by keyboard: the filter is the first stop
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate("document.activeElement.id"), "filter");
+    await page.keyboard.type("web@1.x");
     await waitRows(page, ["web@1.2.3", "web@1.3.0"]);
     // a registration that matches shows up under the filter too
     await c.service("web@1.9.0");
