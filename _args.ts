@@ -60,6 +60,15 @@ const OPTIONS = {
   tls: { help: "use TLS (a client with the system's CA roots)" },
   cert: { arg: "FILE", help: "serve TLS with this certificate chain (PEM)" },
   key: { arg: "FILE", help: "the private key of --cert (PEM)" },
+  http: {
+    arg: "PORT",
+    help: "also serve the HTTP API, metrics and web view on PORT",
+  },
+  "http-token": {
+    arg: "T",
+    help:
+      "the read-only token HTTP requests must carry (default:\n$SEAPORT_HTTP_TOKEN); required with a secret",
+  },
   ca: {
     arg: "FILE",
     help: "connect with TLS, trusting the CA certificates in FILE",
@@ -141,11 +150,21 @@ const COMMANDS: Record<Command, CommandSpec> = {
     about: `Runs a seaport server on PORT (0 picks a free one) and prints
 "seaport listening on :PORT" (HOST:PORT with --host). Stops cleanly on SIGINT
 and SIGTERM.`,
-    options: ["secret", "secret-file", "host", "range", "cert", "key"],
+    options: [
+      "secret",
+      "secret-file",
+      "host",
+      "range",
+      "cert",
+      "key",
+      "http",
+      "http-token",
+    ],
     examples: [
       "seaport 9090",
       "SEAPORT_SECRET=beep seaport 9090 --host 10.0.0.1 --range 20000-21000",
       "seaport 9090 --cert server.pem --key server-key.pem",
+      "SEAPORT_HTTP_TOKEN=look seaport 9090 --secret-file s --http 9091",
     ],
   },
   show: {
@@ -347,6 +366,10 @@ export interface Parsed {
   records: boolean;
   host: string | undefined;
   range: [number, number] | undefined;
+  /** `--http`: the HTTP side's port. */
+  httpPort: number | undefined;
+  /** `--http-token` or `$SEAPORT_HTTP_TOKEN`. */
+  httpToken: string | undefined;
   /** Milliseconds; `undefined` waits as long as it takes. */
   timeout: number | undefined;
   tls: boolean;
@@ -482,6 +505,8 @@ export function parse(
     records: opts.has("records"),
     host: opts.get("host"),
     range: undefined,
+    httpPort: undefined,
+    httpToken: undefined,
     timeout: int("timeout", 1),
     tls: opts.has("tls") || opts.has("ca") || opts.has("cert"),
     cert: opts.get("cert"),
@@ -538,6 +563,21 @@ export function parse(
           );
         }
         parsed.range = [lo, hi];
+      }
+      const http = opts.get("http");
+      if (http !== undefined) {
+        parsed.httpPort = integer(http, "--http port", 0, 65535, command);
+        parsed.httpToken = opts.get("http-token") ??
+          (env.SEAPORT_HTTP_TOKEN || undefined);
+        const secret = parsed.secret !== undefined ||
+          parsed.secretFile !== undefined;
+        if (secret && parsed.httpToken === undefined) {
+          throw fail(
+            `--http with a secret needs --http-token T (or $SEAPORT_HTTP_TOKEN): a read-only token for HTTP, never the secret`,
+          );
+        }
+      } else if (opts.has("http-token")) {
+        throw fail(`--http-token only applies with --http PORT`);
       }
       return parsed;
     }

@@ -187,6 +187,14 @@ async function listen(p: Parsed, io: Out): Promise<number> {
     ...secretOf(p),
     ...(p.range !== undefined ? { range: { "*": p.range } } : {}),
     ...(tls !== undefined ? { tls } : {}),
+    ...(p.httpPort !== undefined
+      ? {
+        http: {
+          port: p.httpPort,
+          ...(p.httpToken !== undefined ? { token: p.httpToken } : {}),
+        },
+      }
+      : {}),
   });
   server.on("error", (err) => io.stderr(`seaport: ${message(err)}\n`));
   const [stopped, remove] = untilStopped(io);
@@ -201,6 +209,13 @@ async function listen(p: Parsed, io: Out): Promise<number> {
       ? `:${addr.port}`
       : hostPort({ host: addr.hostname, port: addr.port });
     io.stdout(`seaport listening on ${shown}${tls ? " (TLS)" : ""}\n`);
+    const http = server.httpAddr;
+    if (http !== undefined) {
+      const at = p.host === undefined
+        ? `:${http.port}`
+        : hostPort({ host: http.hostname, port: http.port });
+      io.stdout(`seaport HTTP on ${at}${tls ? " (HTTPS)" : ""}\n`);
+    }
     await stopped;
     return 0;
   } finally {

@@ -245,8 +245,9 @@ function packageImports(
 ): ts.TransformerFactory<ts.SourceFile> {
   const tests = join(ROOT, "tests");
   return (ctx) => (file) => {
-    // Sources the tests import (store/etcd/…) are compiled along but not
-    // kept: the tests use the package's copy.
+    // Sources the tests pull in (store/etcd/…, http/*.ts importing
+    // "../registry.ts") are compiled along but not kept: only the tests' own
+    // imports name the package.
     if (relative(tests, file.fileName).startsWith("..")) return file;
     const f = ctx.factory;
     const rewrite = (spec: ts.StringLiteral): ts.StringLiteral => {

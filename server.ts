@@ -7,6 +7,14 @@
 import { Emitter } from "./_emitter.ts";
 import { importSecret, newNonce, type SecretKey, verify } from "./_auth.ts";
 import { Outbox } from "./_outbox.ts";
+import { ServerStats } from "./_stats.ts";
+import {
+  checkHttpOptions,
+  type HttpOptions,
+  type HttpSide,
+  type RegistryView,
+  startHttp,
+} from "./http/mod.ts";
 import {
   AuthError,
   errorToWire,
@@ -27,11 +35,13 @@ import {
 } from "./protocol.ts";
 import {
   type ChangeResult,
+  DEFAULT_RANGE,
   type Meta,
   type RangeOption,
   type RegistrationInput,
   Registry,
   type RegistryEvent,
+  type RegistryEventType,
   type ServiceRecord,
 } from "./registry.ts";
 import {
@@ -94,6 +104,12 @@ export interface ServerOptions {
   tls?: TlsServerOptions;
   /** The transport to listen with. Default: the runtime's own. */
   transport?: Transport;
+  /**
+   * Also serve the HTTP side (JSON API, events, metrics, web view) on this
+   * port, from the same registry; see {@linkcode HttpOptions}. With a
+   * `secret`, `http.token` is required.
+   */
+  http?: HttpOptions;
 }
 
 /**
@@ -145,6 +161,8 @@ export interface Server extends AsyncDisposable {
   listen(port?: number, hostname?: string): Promise<Addr>;
   /** The bound address, once listening. */
   readonly addr: Addr | undefined;
+  /** The HTTP side's bound address, once listening with `http`. */
+  readonly httpAddr: Addr | undefined;
   /** Adds an event listener. */
   on<K extends keyof ServerEvents>(event: K, fn: ServerEvents[K]): this;
   /** Removes an event listener. */
@@ -252,12 +270,21 @@ class SeaportServer implements Server {
   #closed = false;
   #tls: TlsServerOptions | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #stats = new ServerStats();
+  #started = 0;
+  #httpOptions: HttpOptions | undefined;
+  #http: HttpSide | undefined;
+  #range: RangeOption;
 
   constructor(opts: ServerOptions) {
     this.#tls = opts.tls;
     if (opts.secret !== undefined && typeof opts.secret !== "string") {
       throw new TypeError(`Option "secret" must be a string`);
     }
+    this.#range = opts.range ?? { "*": DEFAULT_RANGE };
+    this.#httpOptions = opts.http === undefined
+      ? undefined
+      : checkHttpOptions(opts.http, opts.secret);
     this.#registry = new Registry({
       ...(opts.range !== undefined ? { range: opts.range } : {}),
       newId: idMaker(),
@@ -293,6 +320,10 @@ class SeaportServer implements Server {
     return this.#sessions.size;
   }
 
+  get httpAddr(): Addr | undefined {
+    return this.#http?.addr;
+  }
+
   async listen(port = 0, hostname?: string): Promise<Addr> {
     if (this.#listener !== undefined) {
       throw new Error("The server is already listening");
@@ -317,6 +348,17 @@ class SeaportServer implements Server {
     this.#acceptLoop = this.#accept(this.#listener);
     const every = Math.max(10, Math.floor(this.#limits.timeout / 10));
     this.#sweeper = setInterval(() => this.#sweep(), every);
+    if (this.#httpOptions !== undefined) {
+      try {
+        this.#http = await startHttp(this.#view(), this.#httpOptions, {
+          hostname: this.#httpOptions.hostname ?? hostname,
+          tls: this.#tls,
+        }, (err) => this.#emitter.emit("error", err));
+      } catch (err) {
+        await this.close();
+        throw err;
+      }
+    }
     return this.#listener.addr;
   }
 
@@ -338,6 +380,7 @@ class SeaportServer implements Server {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#sweeper);
+    await this.#http?.close();
     this.#listener?.close();
     for (const s of this.#sessions) s.conn.close();
     await this.#acceptLoop;
@@ -346,6 +389,26 @@ class SeaportServer implements Server {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** What the HTTP side reads: queries, events and counters, never changes. */
+  #view(): RegistryView {
+    const sessions = this.#sessions;
+    return {
+      query: (pattern?: string, env?: string) => this.query(pattern, env),
+      on: <K extends RegistryEventType>(type: K, fn: ServerEvents[K]) =>
+        this.#emitter.on(type, fn),
+      off: <K extends RegistryEventType>(type: K, fn: ServerEvents[K]) =>
+        this.#emitter.off(type, fn),
+      connections: () => sessions.size,
+      waitingGets: () => {
+        let n = 0;
+        for (const s of sessions) n += s.gets.size;
+        return n;
+      },
+      stats: this.#stats,
+      range: this.#range,
+    };
   }
 
   async #accept(listener: Listener): Promise<void> {
@@ -423,6 +486,7 @@ class SeaportServer implements Server {
       const { session, id } = w.token;
       session.gets.delete(id);
       session.records(id, w.records);
+      this.#stats.wakeups.observe((performance.now() - this.#started) / 1000);
     }
   }
 
@@ -445,6 +509,7 @@ class SeaportServer implements Server {
       return;
     }
     if (line === LINE_TOO_LONG) {
+      this.#stats.error("LINE_TOO_LONG");
       s.fail(
         null,
         new ProtocolError(
@@ -454,17 +519,21 @@ class SeaportServer implements Server {
       );
       return;
     }
+    this.#started = performance.now();
     const req = parseRequest(line);
     if (isInvalid(req)) {
+      this.#stats.error(req.error.code);
       s.outbox.send(encode(req));
       return;
     }
+    this.#stats.request(req.op);
     try {
       this.#handle(s, req);
     } catch (err) {
       if (!(err instanceof SeaportError)) {
         this.#emitter.emit("error", err);
       }
+      this.#stats.error(err instanceof SeaportError ? err.code : "INTERNAL");
       s.fail(req.id, err);
     }
   }
@@ -655,6 +724,7 @@ class SeaportServer implements Server {
         s.reply(id, {});
       } else {
         s.authFailures++;
+        this.#stats.error("AUTH");
         s.fail(
           id,
           new AuthError("Authentication failed: wrong secret"),
