@@ -241,6 +241,12 @@ function matches(p: Pattern, version: string): boolean {
   return p.range === null || p.range.test(version);
 }
 
+const SHOWN = 1;
+const HIDDEN = 2;
+const ASSUMED = 4;
+/** The last second `since` holds (4 years of uptime), a small integer × 8. */
+const SINCE_MAX = 2 ** 27 - 1;
+
 /**
  * A registration is its record itself: the registry's bookkeeping lives in
  * private fields, which JSON, spreads and property listings never see, so no
@@ -256,13 +262,13 @@ class Entry<O, T> {
   id: string;
   readonly #owner: O;
   readonly #slot: Slot<O, T>;
-  #shown = false;
-  /** Shown once, hidden since by `unready`: its end is still news. */
-  #hidden = false;
-  /** The event that shows it: `assume` for assumed ports, else `allocate`. */
-  #kind: "allocate" | "assume" = "allocate";
-  /** When it was last shown, in seconds since the registry's start (a small integer). */
-  #since = 0;
+  /**
+   * State in one small integer, so that a registration costs one field for
+   * it: bit 0 shown (visible), bit 1 hidden (shown once, not ready since: its
+   * end is still news), bit 2 assumed (shown by an `assume` event), and from
+   * bit 3 on the second it was last shown, counted from the registry's start.
+   */
+  #bits = 0;
 
   constructor(
     host: string,
@@ -290,36 +296,33 @@ class Entry<O, T> {
     return e.#slot;
   }
   static shown<O, T>(e: Entry<O, T>): boolean {
-    return e.#shown;
+    return (e.#bits & SHOWN) !== 0;
   }
   static show<O, T>(
     e: Entry<O, T>,
     kind: "allocate" | "assume",
     since: number,
   ): void {
-    e.#shown = true;
-    e.#hidden = false;
-    e.#kind = kind;
-    e.#since = since;
+    const at = Math.min(Math.max(0, since), SINCE_MAX) * 8;
+    e.#bits = at | SHOWN | (kind === "assume" ? ASSUMED : 0);
   }
   static assumed<O, T>(e: Entry<O, T>): void {
-    e.#kind = "assume";
+    e.#bits |= ASSUMED;
   }
   static hidden<O, T>(e: Entry<O, T>): boolean {
-    return e.#hidden;
+    return (e.#bits & HIDDEN) !== 0;
   }
   static since<O, T>(e: Entry<O, T>): number {
-    return e.#since;
+    return e.#bits >>> 3;
   }
   static is(v: unknown): v is Entry<unknown, unknown> {
-    return typeof v === "object" && v !== null && #since in v;
+    return typeof v === "object" && v !== null && #bits in v;
   }
   static hide<O, T>(e: Entry<O, T>): void {
-    e.#shown = false;
-    e.#hidden = true;
+    e.#bits = (e.#bits & ~SHOWN) | HIDDEN;
   }
   static kind<O, T>(e: Entry<O, T>): "allocate" | "assume" {
-    return e.#kind;
+    return (e.#bits & ASSUMED) !== 0 ? "assume" : "allocate";
   }
 }
 
