@@ -82,11 +82,17 @@ export interface Proc extends AsyncDisposable {
   signal(sig: "SIGINT" | "SIGTERM"): void;
 }
 
-export function start(cmd: string[], args: string[], env: object = {}): Proc {
+export function start(
+  cmd: string[],
+  args: string[],
+  env: object = {},
+  cwd?: string,
+): Proc {
   const [program = "", ...pre] = cmd;
   const child = spawn(program, [...pre, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...env },
+    ...(cwd !== undefined ? { cwd } : {}),
   });
   const lines = { stdout: [] as string[], stderr: [] as string[] };
   const cursor = { stdout: 0, stderr: 0 };

@@ -11,27 +11,22 @@
  *
  * @module
  */
-import { test, type TestContext } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { within } from "./_helpers.ts";
+import { closedPort, type Proc, skip, start as startProc } from "./_cli.ts";
 
 const WAIT = 10_000;
 const binary = process.env.SEAPORT_BINARY;
 const release = process.env.SEAPORT_RELEASE;
 const here = dirname(fileURLToPath(import.meta.url));
-
-function skip(t: TestContext, why: string): void {
-  console.log(`SKIP: ${why}`);
-  t.skip(why);
-}
 
 /** deno.json's version, when these tests run from a clone. */
 function version(): string | undefined {
@@ -43,87 +38,9 @@ function version(): string | undefined {
   }
 }
 
-/** A port nothing listens on now (bound once and released). */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
-/** The binary, run by `env -i` in `cwd`, with its output in lines. */
-interface Proc extends AsyncDisposable {
-  readonly child: ChildProcess;
-  readonly closed: Promise<{ code: number | null; signal: string | null }>;
-  /** The next line of `stream` (after earlier matches) matching `re`. */
-  line(re: RegExp, stream?: "stdout" | "stderr"): Promise<RegExpExecArray>;
-  text(stream: "stdout" | "stderr"): string;
-  /**
-   * Sends a signal by PID (`child.kill()` on Deno makes the exit status read
-   * as killed by that signal even when the process handled it).
-   */
-  signal(sig: "SIGINT" | "SIGTERM"): void;
-}
-
+/** The binary, run by `env -i` in `cwd` (an empty environment). */
 function start(cwd: string, args: string[]): Proc {
-  const child = spawn("/usr/bin/env", ["-i", binary!, ...args], {
-    cwd,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const out = { stdout: "", stderr: "" };
-  const cursor = { stdout: 0, stderr: 0 };
-  let notify = () => {};
-  for (const stream of ["stdout", "stderr"] as const) {
-    child[stream]!.setEncoding("utf8");
-    child[stream]!.on("data", (chunk: string) => {
-      out[stream] += chunk;
-      notify();
-    });
-  }
-  let done = false;
-  const closed = new Promise<{ code: number | null; signal: string | null }>(
-    (resolve) =>
-      child.once("close", (code, signal) => {
-        done = true;
-        notify();
-        resolve({ code, signal });
-      }),
-  );
-  const describe = () =>
-    `\n--- seaport ${
-      args.join(" ")
-    }\nstdout:\n${out.stdout}stderr:\n${out.stderr}`;
-  return {
-    child,
-    closed,
-    text: (stream) => out[stream],
-    signal: (sig) => process.kill(child.pid!, sig),
-    line(re, stream = "stdout") {
-      const found = new Promise<RegExpExecArray>((resolve, reject) => {
-        const check = () => {
-          const lines = out[stream].split("\n");
-          lines.pop(); // not a whole line yet
-          for (let i = cursor[stream]; i < lines.length; i++) {
-            const m = re.exec(lines[i]!);
-            if (m === null) continue;
-            cursor[stream] = i + 1;
-            return resolve(m);
-          }
-          if (done) reject(new Error(`Exited without ${re}${describe()}`));
-        };
-        notify = check;
-        check();
-      });
-      return within(found, WAIT, `${stream} line ${re}${describe()}`);
-    },
-    async [Symbol.asyncDispose]() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGKILL");
-      }
-      await within(closed, WAIT, `exit of seaport ${args.join(" ")}`);
-    },
-  };
+  return startProc(["/usr/bin/env", "-i", binary!], args, {}, cwd);
 }
 
 /** Runs the binary to completion. */

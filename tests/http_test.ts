@@ -10,13 +10,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { main } from "../cli.ts";
 import { createServer, type ServiceRecord } from "../mod.ts";
-import { freeBlock, until, within } from "./_helpers.ts";
+import { freeBlock, makeCertificate, until, within } from "./_helpers.ts";
 import { poll, program, serveHttp, SseReader } from "./_http.ts";
 import { nodeTransport } from "../transport.ts";
 
@@ -646,7 +643,7 @@ test("close() ends open event streams and blocking requests", async () => {
 });
 
 test("with TLS the HTTP side is HTTPS with the same certificate", async (t) => {
-  const pem = certificate();
+  const pem = makeCertificate("IP:127.0.0.1,DNS:localhost");
   if (typeof pem === "string") return skip(t, pem);
   await using s = await serveHttp({ tls: pem });
   const body = await new Promise<string>((resolve, reject) => {
@@ -710,40 +707,3 @@ function skip(t: { skip(why: string): void }, why: string): void {
   t.skip(why);
 }
 
-/** A self-signed certificate for 127.0.0.1 (see tls_test.ts), or why not. */
-function certificate(): { cert: string; key: string } | string {
-  const dir = mkdtempSync(join(tmpdir(), "seaport-http-tls-"));
-  try {
-    const out = spawnSync("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-    ], { encoding: "utf8" });
-    if (out.error !== undefined) {
-      return `openssl is not available (${out.error.message})`;
-    }
-    if (out.status !== 0) return `openssl failed: ${out.stderr}`;
-    return {
-      cert: readFileSync(join(dir, "cert.pem"), "utf8"),
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
