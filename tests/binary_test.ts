@@ -99,6 +99,8 @@ test("the binary runs from an empty directory with an empty environment", async 
         "127.0.0.1",
         "--range",
         range,
+        "--http",
+        "0",
       ]);
       const [, serverPort] = await server.line(
         /^seaport listening on 127\.0\.0\.1:(\d+)$/,
@@ -106,6 +108,16 @@ test("the binary runs from an empty directory with an empty environment", async 
       const address = `127.0.0.1:${serverPort}`;
       const show = await run(cwd, [address, "show"]);
       assert.deepEqual([show.code, JSON.parse(show.stdout)], [0, []]);
+      // The HTTP side and its web view are inside the binary too.
+      const [, httpPort] = await server.line(
+        /^seaport HTTP on 127\.0\.0\.1:(\d+)$/,
+      );
+      const page = await fetch(`http://127.0.0.1:${httpPort}/`);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /<table/);
+      const metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /^# HELP seaport_/m);
 
       // COMMAND is the binary itself: a second registry on the given port.
       await using svc = start(cwd, [
