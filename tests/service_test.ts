@@ -112,9 +112,13 @@ async function suite(t: TestContext, cli: string[]) {
     const first = JSON.parse(input);
     await reg.event("allocate", false);
     const n = reg.events.length;
+    const killed = Date.now();
     process.kill(first.pid, "SIGKILL");
     await svc.line(/is not ready: it exited with signal SIGKILL/, "stderr");
     const down = await reg.event("free", true, n);
+    console.log(
+      `service: hidden ${down.at - killed} ms after kill -9 of its command`,
+    );
     assert.deepEqual(await reg.ports.query("web"), [], "not listed while down");
     const { input: again } = await svc.line(/"event":"listening"/);
     assert.equal(JSON.parse(again).port, first.port, "the same port");
@@ -158,6 +162,9 @@ async function suite(t: TestContext, cli: string[]) {
     }
     const crashes = svc.text("stderr").match(/exited with code 1/g)?.length ??
       0;
+    console.log(
+      `service: ${crashes} crashes in 3 s; longest listing with nothing behind it ${longest} ms (${refused} of ${answers} answers refused)`,
+    );
     assert.ok(crashes >= 3, `only ${crashes} crashes in 3 s`);
     assert.ok(answers > 0, "it was listed while up");
     assert.ok(
@@ -184,6 +191,11 @@ async function suite(t: TestContext, cli: string[]) {
     const sick = Date.now();
     process.kill(pid, "SIGUSR1");
     await reg.event("free", true, n);
+    console.log(
+      `service: hidden ${
+        Date.now() - sick
+      } ms after its command stopped accepting (checks every 100 ms, 2 failures, 200 ms timeout)`,
+    );
     // interval × failures + timeout, with room for a loaded machine
     assert.ok(
       Date.now() - sick < 100 * 2 + 200 + 1500,
