@@ -20,7 +20,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { connect, createServer, type ServiceRecord } from "../mod.ts";
-import { until, within } from "./_helpers.ts";
+import { freeBlock, until, within } from "./_helpers.ts";
+import { nodeTransport } from "../transport.ts";
 import {
   cliCommand,
   closedPort,
@@ -33,7 +34,13 @@ import {
 
 /** A server in this process and a watching client that records events. */
 async function registry(range?: [number, number]) {
-  const server = createServer(range ? { range: { "*": range } } : {});
+  // A block of ports of its own: other processes on this machine (another
+  // test run, say) may hold ports of the default range.
+  if (range === undefined) {
+    const base = await freeBlock(nodeTransport(), 8);
+    range = [base, base + 7];
+  }
+  const server = createServer({ range: { "*": range } });
   const { port } = await server.listen(0, "127.0.0.1");
   const ports = connect("127.0.0.1", port);
   const events: { type: string; port: number; unready: boolean; at: number }[] =
