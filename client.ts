@@ -10,11 +10,13 @@
 import { Emitter } from "./_emitter.ts";
 import { answer, importSecret, type SecretKey } from "./_auth.ts";
 import { Outbox } from "./_outbox.ts";
+import { Servers } from "./client/servers.ts";
 import {
   AbortError,
   AuthError,
   ConnectionError,
   errorFromWire,
+  ProtocolError,
   RegistryError,
   TimeoutError,
 } from "./errors.ts";
@@ -95,6 +97,13 @@ export interface ConnectOptions {
   probe?: boolean;
   /** Connect with TLS: `true` for the system's roots, or CA certificates. */
   tls?: boolean | TlsClientOptions;
+  /**
+   * Try the servers given to `connect()` in a random order, which spreads
+   * clients over them; `false` tries them in the order given (the first is
+   * the primary). Servers that a server announces join after them either
+   * way. Default: `true`.
+   */
+  shuffle?: boolean;
   /** The transport to connect with. Default: the runtime's own. */
   transport?: Transport;
 }
@@ -415,7 +424,12 @@ function positive(name: string, v: number | undefined, dflt: number): number {
 }
 
 class Client implements Ports {
-  #ep: Endpoint;
+  #servers: Servers;
+  /**
+   * This client's session id, the same across reconnects and servers: a
+   * server of a registry on a shared store takes over what the session held.
+   */
+  #session = newSessionId();
   #opts: ConnectOptions;
   #transport: Transport;
   #emitter = new Emitter<PortsEvents>((err) => this.#reportError(err));
@@ -456,9 +470,12 @@ class Client implements Ports {
   /** Whether this client allocates ports (and so keeps a hint). */
   #allocates = false;
 
-  constructor(ep: Endpoint, opts: ConnectOptions) {
-    this.#ep = ep;
+  constructor(endpoints: readonly Endpoint[], opts: ConnectOptions) {
     this.#opts = opts;
+    if (opts.shuffle !== undefined && typeof opts.shuffle !== "boolean") {
+      throw new TypeError(`Option "shuffle" must be a boolean`);
+    }
+    this.#servers = new Servers(endpoints, { shuffle: opts.shuffle ?? true });
     this.#transport = opts.transport ?? defaultTransport();
     if (opts.secret !== undefined && typeof opts.secret !== "string") {
       throw new TypeError(`Option "secret" must be a string`);
@@ -498,11 +515,13 @@ class Client implements Ports {
   async #loop(): Promise<void> {
     let attempt = 0;
     while (!this.#closed()) {
+      const server = this.#servers.next();
       let conn: Conn;
       try {
-        conn = await this.#open();
+        conn = await this.#open(server.endpoint);
       } catch (err) {
         if (this.#closed()) break;
+        this.#servers.failed();
         this.#emitter.emit("disconnect", err);
         await this.#backoff(attempt++);
         continue;
@@ -516,10 +535,12 @@ class Client implements Ports {
       try {
         await this.#handshakeOn(reading);
         attempt = 0;
+        this.#servers.succeeded();
         this.#up();
       } catch (err) {
         conn.close();
         failed = err;
+        this.#servers.failed();
         if (err instanceof AuthError) {
           await reading;
           this.#fail(err);
@@ -541,7 +562,7 @@ class Client implements Ports {
    */
   async #handshakeOn(reading: Promise<unknown>): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const where = formatEndpoint(this.#ep);
+    const where = this.#where();
     const ended = reading.then((reason) => {
       throw reason ?? new ConnectionError(
         `The server at ${where} closed the connection during the handshake`,
@@ -568,15 +589,20 @@ class Client implements Ports {
     }
   }
 
-  async #open(): Promise<Conn> {
+  /** The server connected to or being tried, as `host:port`. */
+  #where(): string {
+    return this.#servers.current?.key ?? "";
+  }
+
+  async #open(ep: Endpoint): Promise<Conn> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const attempt = this.#transport.connect(this.#ep, this.#tls);
+    const attempt = this.#transport.connect(ep, this.#tls);
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         reject(
           new TimeoutError(
             `Connecting to ${
-              formatEndpoint(this.#ep)
+              formatEndpoint(ep)
             } took longer than ${this.#limits.connect} ms`,
           ),
         );
@@ -654,7 +680,11 @@ class Client implements Ports {
   }
 
   async #handshake(): Promise<void> {
-    const hello: Body = { op: "hello", v: PROTOCOL_VERSION };
+    const hello: Body = {
+      op: "hello",
+      v: PROTOCOL_VERSION,
+      session: this.#session,
+    };
     if (this.#opts.env) (hello as { env?: string }).env = this.#opts.env;
     if (this.#opts.advertise !== undefined) {
       (hello as { advertise?: string }).advertise = this.#opts.advertise;
@@ -664,15 +694,15 @@ class Client implements Ports {
       auth?: { nonce?: string } | null;
       heartbeat?: number;
       timeout?: number;
+      servers?: unknown;
     };
     this.#host = res.host;
+    if (res.servers !== undefined) this.#learn(res.servers);
     this.#beat(res.heartbeat, res.timeout);
     if (res.auth) {
       if (this.#key === undefined) {
         throw new AuthError(
-          `The server at ${
-            formatEndpoint(this.#ep)
-          } requires a secret and none was given`,
+          `The server at ${this.#where()} requires a secret and none was given`,
         );
       }
       const mac = await answer(await this.#key, String(res.auth.nonce));
@@ -681,13 +711,41 @@ class Client implements Ports {
       } catch (err) {
         if (err instanceof AuthError) {
           throw new AuthError(
-            `The server at ${formatEndpoint(this.#ep)} rejected the secret`,
+            `The server at ${this.#where()} rejected the secret`,
             { cause: err },
           );
         }
         throw err;
       }
     }
+  }
+
+  /**
+   * Adds the servers a `hello` reply announces to the pool (the registry's
+   * live servers), to fail over to; an invalid entry is reported and skipped.
+   */
+  #learn(servers: unknown): void {
+    const list = Array.isArray(servers) ? servers : [servers];
+    const endpoints: Endpoint[] = [];
+    for (const item of list) {
+      let ep: Endpoint | null = null;
+      try {
+        if (typeof item === "string") ep = parseOne(item);
+      } catch {
+        // a bad port: reported below
+      }
+      if (ep === null) {
+        this.#reportError(
+          new ProtocolError(
+            "PROTOCOL",
+            `The server at ${this.#where()} announced an invalid server address ${
+              JSON.stringify(item)?.slice(0, 80)
+            }`,
+          ),
+        );
+      } else endpoints.push(ep);
+    }
+    this.#servers.announced(endpoints);
   }
 
   /** Sends a request now, bypassing the queue (handshake only). */
@@ -1478,6 +1536,12 @@ class Client implements Ports {
   }
 }
 
+/** 32 hex digits from the platform's random source. */
+function newSessionId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** What an aborted `get()` rejects with: the signal's reason as the cause. */
 function aborted(pattern: string, reason: unknown): Error {
   const timedOut = reason instanceof Error && reason.name === "TimeoutError";
@@ -1512,47 +1576,83 @@ function checkPort(port: unknown): void {
   }
 }
 
+/** One `host:port`, `[ipv6]:port` or `port`; `null` when malformed. */
+function parseOne(s: string): Endpoint | null {
+  const m = /^(?:\[([^\]]+)\]|([^:,\s]*)):(\d+)$/.exec(s) ??
+    (/^\d+$/.test(s) ? [s, undefined, "", s] : null);
+  if (m === null) return null;
+  const port = Number(m[3]);
+  checkPort(port);
+  return { hostname: m[1] ?? (m[2] || "localhost"), port };
+}
+
+/**
+ * Parses a list of server addresses: `"h1:9090,h2:9090"` or
+ * `["h1:9090", "h2:9090"]` (each `host:port`, `[ipv6]:port` or a port).
+ *
+ * @throws {TypeError} naming the malformed address; {RangeError} for a bad
+ * port.
+ */
+export function parseServers(list: string | readonly unknown[]): Endpoint[] {
+  const whole = typeof list === "string" ? list : list.join(",");
+  const items = typeof list === "string" ? list.split(",") : [...list];
+  if (items.length === 0) {
+    throw new TypeError("connect() was given an empty list of servers");
+  }
+  const endpoints: Endpoint[] = [];
+  for (const item of items) {
+    const s = typeof item === "number" ? String(item) : item;
+    const ep = typeof s === "string" ? parseOne(s.trim()) : null;
+    if (ep === null) {
+      const what = typeof s === "string" ? `"${s}"` : String(s);
+      const within = items.length > 1 ? ` in "${whole}"` : "";
+      throw new TypeError(
+        `Invalid address ${what}${within}: expected host:port, [ipv6]:port or a port`,
+      );
+    }
+    endpoints.push(ep);
+  }
+  return endpoints;
+}
+
 /**
  * Parses `connect()`'s address forms: `(port)`, `(host, port)`,
- * `("host:port")`, `("[::1]:port")`, each with an optional options object.
+ * `("host:port")`, `("[::1]:port")`, a comma-separated list of these
+ * (`"h1:9090,h2:9090"`) or an array of them, each with an optional options
+ * object.
  *
  * @throws {TypeError} for a malformed address; {RangeError} for a bad port.
  */
 export function parseAddress(
   args: readonly unknown[],
-): { endpoint: Endpoint; options: ConnectOptions } {
+): { endpoints: Endpoint[]; options: ConnectOptions } {
   const rest = [...args];
   let options: ConnectOptions = {};
   const last = rest[rest.length - 1];
-  if (typeof last === "object" && last !== null) {
+  if (typeof last === "object" && last !== null && !Array.isArray(last)) {
     options = last as ConnectOptions;
     rest.pop();
   }
-  let hostname = "localhost";
-  let port: unknown;
   if (rest.length === 1 && typeof rest[0] === "number") {
-    port = rest[0];
-  } else if (rest.length === 1 && typeof rest[0] === "string") {
-    const s = rest[0];
-    const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s) ??
-      (/^\d+$/.test(s) ? [s, undefined, "", s] : null);
-    if (m === null) {
-      throw new TypeError(
-        `Invalid address "${s}": expected host:port, [ipv6]:port or a port`,
-      );
-    }
-    hostname = m[1] ?? (m[2] || "localhost");
-    port = Number(m[3]);
-  } else if (rest.length === 2 && typeof rest[0] === "string") {
-    hostname = rest[0];
-    port = typeof rest[1] === "string" ? Number(rest[1]) : rest[1];
-  } else {
-    throw new TypeError(
-      'connect() takes (port), (host, port) or ("host:port"), then options',
-    );
+    checkPort(rest[0]);
+    return { endpoints: [{ hostname: "localhost", port: rest[0] }], options };
   }
-  checkPort(port);
-  return { endpoint: { hostname, port: port as number }, options };
+  if (
+    rest.length === 1 && (typeof rest[0] === "string" || Array.isArray(rest[0]))
+  ) {
+    return { endpoints: parseServers(rest[0] as string | unknown[]), options };
+  }
+  if (rest.length === 2 && typeof rest[0] === "string") {
+    const port = typeof rest[1] === "string" ? Number(rest[1]) : rest[1];
+    checkPort(port);
+    return {
+      endpoints: [{ hostname: rest[0], port: port as number }],
+      options,
+    };
+  }
+  throw new TypeError(
+    'connect() takes (port), (host, port), ("host:port"), ("h1:port,h2:port") or (["h1:port", "h2:port"]), then options',
+  );
 }
 
 /**
@@ -1563,9 +1663,9 @@ export function connectWith(
   env: string | undefined,
   args: readonly unknown[],
 ): Ports {
-  const { endpoint, options } = parseAddress(args);
+  const { endpoints, options } = parseAddress(args);
   return new Client(
-    endpoint,
+    endpoints,
     env === undefined ? options : { ...options, env },
   );
 }
