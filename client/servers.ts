@@ -1,12 +1,14 @@
 /**
- * The client's server pool: the addresses it was given, shuffled, merged with
- * the ones servers announce in their `hello` reply, each with a count of the
- * connection attempts in a row that failed. The connection asks it for the
- * next server to try.
+ * The client's server pool: the addresses it was given (parsed here from
+ * `connect()`'s forms), shuffled, merged with the ones servers announce in
+ * their `hello` reply, each with a count of the connection attempts in a row
+ * that failed. The connection asks it for the next server to try.
  *
  * @module
  */
 import { type Endpoint, formatEndpoint } from "../transport.ts";
+import { checkPort } from "./args.ts";
+import type { ConnectOptions } from "./ports.ts";
 
 /** One server of the pool. */
 export interface PoolServer {
@@ -112,4 +114,83 @@ export class Servers {
     this.#list.push(...(this.#shuffle ? shuffle(added, this.#random) : added));
     return added.length;
   }
+}
+
+/** One `host:port`, `[ipv6]:port` or `port`; `null` when malformed. */
+export function parseOne(s: string): Endpoint | null {
+  const m = /^(?:\[([^\]]+)\]|([^:,\s]*)):(\d+)$/.exec(s) ??
+    (/^\d+$/.test(s) ? [s, undefined, "", s] : null);
+  if (m === null) return null;
+  const port = Number(m[3]);
+  checkPort(port);
+  return { hostname: m[1] ?? (m[2] || "localhost"), port };
+}
+
+/**
+ * Parses a list of server addresses: `"h1:9090,h2:9090"` or
+ * `["h1:9090", "h2:9090"]` (each `host:port`, `[ipv6]:port` or a port).
+ *
+ * @throws {TypeError} naming the malformed address; {RangeError} for a bad
+ * port.
+ */
+export function parseServers(list: string | readonly unknown[]): Endpoint[] {
+  const whole = typeof list === "string" ? list : list.join(",");
+  const items = typeof list === "string" ? list.split(",") : [...list];
+  if (items.length === 0) {
+    throw new TypeError("connect() was given an empty list of servers");
+  }
+  const endpoints: Endpoint[] = [];
+  for (const item of items) {
+    const s = typeof item === "number" ? String(item) : item;
+    const ep = typeof s === "string" ? parseOne(s.trim()) : null;
+    if (ep === null) {
+      const what = typeof s === "string" ? `"${s}"` : String(s);
+      const within = items.length > 1 ? ` in "${whole}"` : "";
+      throw new TypeError(
+        `Invalid address ${what}${within}: expected host:port, [ipv6]:port or a port`,
+      );
+    }
+    endpoints.push(ep);
+  }
+  return endpoints;
+}
+
+/**
+ * Parses `connect()`'s address forms: `(port)`, `(host, port)`,
+ * `("host:port")`, `("[::1]:port")`, a comma-separated list of these
+ * (`"h1:9090,h2:9090"`) or an array of them, each with an optional options
+ * object.
+ *
+ * @throws {TypeError} for a malformed address; {RangeError} for a bad port.
+ */
+export function parseAddress(
+  args: readonly unknown[],
+): { endpoints: Endpoint[]; options: ConnectOptions } {
+  const rest = [...args];
+  let options: ConnectOptions = {};
+  const last = rest[rest.length - 1];
+  if (typeof last === "object" && last !== null && !Array.isArray(last)) {
+    options = last as ConnectOptions;
+    rest.pop();
+  }
+  if (rest.length === 1 && typeof rest[0] === "number") {
+    checkPort(rest[0]);
+    return { endpoints: [{ hostname: "localhost", port: rest[0] }], options };
+  }
+  if (
+    rest.length === 1 && (typeof rest[0] === "string" || Array.isArray(rest[0]))
+  ) {
+    return { endpoints: parseServers(rest[0] as string | unknown[]), options };
+  }
+  if (rest.length === 2 && typeof rest[0] === "string") {
+    const port = typeof rest[1] === "string" ? Number(rest[1]) : rest[1];
+    checkPort(port);
+    return {
+      endpoints: [{ hostname: rest[0], port: port as number }],
+      options,
+    };
+  }
+  throw new TypeError(
+    'connect() takes (port), (host, port), ("host:port"), ("h1:port,h2:port") or (["h1:port", "h2:port"]), then options',
+  );
 }
