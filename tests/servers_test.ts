@@ -16,9 +16,17 @@ import {
   type ServiceRecord,
 } from "../mod.ts";
 import { main } from "../cli.ts";
-import type { Transport } from "../transport.ts";
+import type { Conn, Transport } from "../transport.ts";
 import { capture, closedPort } from "./_cli.ts";
-import { fast, next, serve, tapped, transports, within } from "./_helpers.ts";
+import {
+  fast,
+  freePort,
+  next,
+  serve,
+  tapped,
+  transports,
+  within,
+} from "./_helpers.ts";
 import { raw } from "./_raw.ts";
 
 const address = (port: number) => `127.0.0.1:${port}`;
@@ -102,6 +110,42 @@ function suite(t: Transport): void {
         assert.ok(b.server.connections > 0, "none on the second server");
       } finally {
         await Promise.all(clients.map((c) => c.close()));
+      }
+    },
+  );
+
+  test(
+    name(
+      "after losing a server that worked, a client tries it again before one that failed",
+    ),
+    async () => {
+      await using a = await serve(t);
+      const dead = await freePort(t);
+      const attempts = new Map<number, number>();
+      let last: Conn | undefined;
+      const counting: Transport = {
+        name: t.name,
+        listen: (ep, tls) => t.listen(ep, tls),
+        connect(ep, tls) {
+          attempts.set(ep.port, (attempts.get(ep.port) ?? 0) + 1);
+          return t.connect(ep, tls).then((conn) => last = conn);
+        },
+      };
+      const c = connect(
+        [address(dead), address(a.port)],
+        { ...opts({ shuffle: false }), transport: counting },
+      );
+      try {
+        await c.query("flush");
+        assert.equal(attempts.get(dead), 1, "the first server was tried");
+        assert.equal(attempts.get(a.port), 1);
+        const reconnected = next(c, "connect");
+        last!.close(); // the connection drops; the server stays up
+        await reconnected;
+        assert.equal(attempts.get(dead), 1, "the failed one was not retried");
+        assert.equal(attempts.get(a.port), 2);
+      } finally {
+        await c.close();
       }
     },
   );
