@@ -316,7 +316,11 @@ function compile(
     typeRoots: [join(ROOT, "node_modules", "@types")],
     rewriteRelativeImportExtensions: true,
     // Deno's npm: specifiers, typed by the packages installed for the build
-    paths: { "npm:semver@*": [join(ROOT, "node_modules", "@types", "semver")] },
+    paths: {
+      "npm:semver@*": [
+        join(ROOT, "node_modules", "@types", "semver", "index.d.ts"),
+      ],
+    },
     declaration: emit.keep === undefined,
     rootDir: ROOT,
     outDir,
