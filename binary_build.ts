@@ -7,7 +7,9 @@
  * (`node_modules/.bin/bun`, put there by `npm install`), so building for this
  * machine works offline. For another platform Bun fetches that platform's
  * runtime once, from the npm registry (`@oven/bun-<os>-<arch>`), into
- * `~/.bun/install/cache`.
+ * `~/.bun/install/cache`. Bun's bundler does not read Deno's `npm:`
+ * specifiers (`npm:semver@7.8.6`), so the build maps them to the installed
+ * packages with a generated tsconfig (dist/bun-tsconfig.json).
  *
  * ```sh
  * deno run --allow-all binary_build.ts            # dist/seaport, for this machine
@@ -78,11 +80,36 @@ async function build(flags: string[], outfile: string): Promise<void> {
   await run(BUN, [
     "build",
     "--compile",
+    `--tsconfig-override=${await npmPaths()}`,
     ...flags,
     join(ROOT, "cli.ts"),
     "--outfile",
     outfile,
   ]);
+}
+
+/**
+ * A tsconfig that maps the sources' Deno `npm:` specifiers (deno.json's
+ * imports, such as `npm:semver@7.8.6`) to the packages npm installed, which
+ * Bun's bundler does not resolve by itself; returns its path (in dist/).
+ */
+async function npmPaths(): Promise<string> {
+  const deno = JSON.parse(await Deno.readTextFile(join(ROOT, "deno.json")));
+  const paths: Record<string, string[]> = {};
+  for (const spec of Object.values(deno.imports ?? {}) as string[]) {
+    const m = /^npm:((?:@[^/@]+\/)?[^/@]+)@/.exec(spec);
+    if (m === null) continue;
+    const dir = join(ROOT, "node_modules", m[1]!);
+    const pkg = JSON.parse(await Deno.readTextFile(join(dir, "package.json")));
+    paths[spec] = [join(dir, pkg.main ?? "index.js")];
+  }
+  const file = join(ROOT, "dist", "bun-tsconfig.json");
+  await mkdir(join(ROOT, "dist"), { recursive: true });
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify({ compilerOptions: { paths } }, null, 2) + "\n",
+  );
+  return file;
 }
 
 /** Builds every target into dist/release/ and writes SHA256SUMS. */
