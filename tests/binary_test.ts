@@ -33,6 +33,16 @@ function skip(t: TestContext, why: string): void {
   t.skip(why);
 }
 
+/** The Bun the binary is built with: package.json's pinned dev dependency. */
+const bunVersion = (() => {
+  try {
+    return JSON.parse(readFileSync(join(here, "..", "package.json"), "utf8"))
+      .devDependencies.bun as string;
+  } catch {
+    return "?";
+  }
+})();
+
 /** deno.json's version, when these tests run from a clone. */
 function version(): string | undefined {
   try {
@@ -144,8 +154,8 @@ test("the binary runs from an empty directory with an empty environment", async 
       assert.equal(r.code, 0, r.stderr);
       const expected = version();
       if (expected !== undefined) {
-        assert.equal(r.stdout, `seaport ${expected}\n`);
-      } else assert.match(r.stdout, /^seaport \d+\.\d+\.\d+\n$/);
+        assert.equal(r.stdout, `seaport ${expected} (bun ${bunVersion})\n`);
+      } else assert.match(r.stdout, /^seaport \d+\.\d+\.\d+ \(bun [\d.]+\)\n$/);
       assert.equal(r.stderr, "");
     });
 
@@ -157,7 +167,10 @@ test("the binary runs from an empty directory with an empty environment", async 
       const args = [`127.0.0.1:${port}`, "query", "web", "--timeout", "300"];
       const gone = await run(cwd, args);
       assert.equal(gone.code, 1);
-      assert.match(gone.stderr, /Cannot reach .* within 300 ms/);
+      assert.match(
+        gone.stderr,
+        /cannot reach the seaport server at .* within 300 ms/,
+      );
     });
 
     await t.test("it serves; show, query and a supervised COMMAND work from other processes; SIGTERM stops it", async () => {
@@ -170,7 +183,9 @@ test("the binary runs from an empty directory with an empty environment", async 
         "--range",
         range,
       ]);
-      const [, serverPort] = await server.line(/^seaport listening on :(\d+)$/);
+      const [, serverPort] = await server.line(
+        /^seaport listening on 127\.0\.0\.1:(\d+)$/,
+      );
       const address = `127.0.0.1:${serverPort}`;
       const show = await run(cwd, [address, "show"]);
       assert.deepEqual([show.code, JSON.parse(show.stdout)], [0, []]);
@@ -186,7 +201,9 @@ test("the binary runs from an empty directory with an empty environment", async 
         "--host",
         "127.0.0.1",
       ]);
-      await svc.line(new RegExp(`^seaport listening on :${free}$`));
+      await svc.line(
+        new RegExp(`^seaport listening on 127\\.0\\.0\\.1:${free}$`),
+      );
       await svc.line(/^seaport: inner@1\.0\.0 is up on \d+$/, "stderr");
       const query = await run(cwd, [address, "query", "inner@1"]);
       assert.equal(query.code, 0, query.stderr);
@@ -293,6 +310,6 @@ test("each release file is an executable for its platform, listed in SHA256SUMS"
       timeout: WAIT,
     });
     assert.equal(out.status, 0, out.stderr);
-    assert.match(out.stdout, /^seaport \d+\.\d+\.\d+\n$/);
+    assert.match(out.stdout, /^seaport \d+\.\d+\.\d+ \(bun [\d.]+\)\n$/);
   }
 });
