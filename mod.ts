@@ -75,9 +75,11 @@ export type { ErrorCode, RegistryErrorCode } from "./errors.ts";
 
 /**
  * Connects to a seaport server at `port` on localhost, `host` and `port`, or
- * `"host:port"` (`"[::1]:9090"` for IPv6), with optional options last. Calls
- * made before the connection is up are queued; the client reconnects by
- * itself until `close()`.
+ * `"host:port"` (`"[::1]:9090"` for IPv6), or to one of several servers of a
+ * registry (`"h1:9090,h2:9090"` or `["h1:9090", "h2:9090"]`), with optional
+ * options last. Calls made before the connection is up are queued; the client
+ * reconnects by itself until `close()`, moving on to the next server of the
+ * list (and of those the servers announce) when one fails.
  *
  * @param args The address forms above, then {@linkcode ConnectOptions}.
  * @returns The client.
@@ -116,9 +118,10 @@ export function connect(
   options?: ConnectOptions,
 ): Ports;
 /**
- * Connects to a seaport server at `"host:port"`, `"[::1]:port"` or `"port"`.
+ * Connects to a seaport server at `"host:port"`, `"[::1]:port"` or `"port"`,
+ * or to one of several servers of a registry: `"h1:9090,h2:9090"`.
  *
- * @param address The address.
+ * @param address The address, or a comma-separated list of addresses.
  * @param options {@linkcode ConnectOptions}.
  * @returns The client.
  *
@@ -130,6 +133,35 @@ export function connect(
  * ```
  */
 export function connect(address: string, options?: ConnectOptions): Ports;
+/**
+ * Connects to one of several servers of a registry, each `"host:port"`,
+ * `"[::1]:port"` or `"port"`: tried in a random order (see
+ * {@linkcode ConnectOptions.shuffle}), the next one taken when the connection
+ * fails or is lost; registrations are re-asserted on whichever server the
+ * client reaches.
+ *
+ * @param addresses The servers' addresses.
+ * @param options {@linkcode ConnectOptions}.
+ * @returns The client.
+ * @throws {TypeError} naming a malformed address; {RangeError} for a bad port.
+ *
+ * @example
+ * ```ts
+ * import { connect, createServer } from "./mod.ts";
+ * const a = createServer(), b = createServer();
+ * const one = await a.listen(0, "127.0.0.1");
+ * const two = await b.listen(0, "127.0.0.1");
+ * const ports = connect([`127.0.0.1:${one.port}`, `127.0.0.1:${two.port}`]);
+ * console.log(await ports.query("web")); // []
+ * await ports.close();
+ * await a.close();
+ * await b.close();
+ * ```
+ */
+export function connect(
+  addresses: readonly string[],
+  options?: ConnectOptions,
+): Ports;
 export function connect(...args: unknown[]): Ports {
   return connectWith(undefined, args);
 }

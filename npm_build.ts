@@ -245,9 +245,9 @@ function packageImports(
 ): ts.TransformerFactory<ts.SourceFile> {
   const tests = join(ROOT, "tests");
   return (ctx) => (file) => {
-    // Sources the tests pull in (store/etcd/…, http/*.ts importing
-    // "../registry.ts") are compiled along but not kept: only the tests' own
-    // imports name the package.
+    // Sources the tests pull in (store/etcd/…, client/*.ts, http/*.ts
+    // importing "../registry.ts") are compiled along but not kept: only the
+    // tests' own imports name the package.
     if (relative(tests, file.fileName).startsWith("..")) return file;
     const f = ctx.factory;
     const rewrite = (spec: ts.StringLiteral): ts.StringLiteral => {

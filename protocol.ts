@@ -28,6 +28,11 @@ export interface HelloRequest extends Base {
   readonly v: number;
   readonly env?: string;
   readonly advertise?: string;
+  /**
+   * The client's session id: the same across its reconnects and servers
+   * (1 to 128 visible ASCII characters).
+   */
+  readonly session?: string;
 }
 /** `auth`: the HMAC of the server's challenge. */
 export interface AuthRequest extends Base {
@@ -271,6 +276,7 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
         v: number;
         env?: string;
         advertise?: string;
+        session?: string;
       } = {
         id,
         op,
@@ -285,6 +291,15 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
           throw new Bad(`"advertise" must be a host name or address`);
         }
         r.advertise = a;
+      }
+      if (o.session !== undefined) {
+        const session = str(o, "session", 128);
+        if (!/^[\x21-\x7e]+$/.test(session)) {
+          throw new Bad(
+            `"session" must be 1 to 128 visible ASCII characters`,
+          );
+        }
+        r.session = session;
       }
       return r;
     }

@@ -110,6 +110,22 @@ export interface ServerOptions {
    * `secret`, `http.token` is required.
    */
   http?: HttpOptions;
+   * The client addresses (`"host:port"`) of the registry's live servers, sent
+   * in every `hello` reply as `servers`: a client given one address learns the
+   * others and fails over to them. For a registry of several servers on a
+   * shared store; without it the reply has no `servers`. Called once per
+   * handshake; a throw is reported as an `error` event and the list left out.
+   *
+   * @example
+   * ```ts
+   * import { createServer } from "./mod.ts";
+   * const server = createServer({
+   *   announce: () => ["10.0.0.1:9090", "10.0.0.2:9090"],
+   * });
+   * await server.close();
+   * ```
+   */
+  announce?: () => readonly string[];
 }
 
 /**
@@ -209,6 +225,8 @@ class Session {
   lastSeen = Date.now();
   timer: ReturnType<typeof setTimeout> | undefined;
   host: string;
+  /** The client's session id from its `hello`, if it sent one. */
+  sessionId: string | undefined;
   readonly outbox: Outbox;
 
   constructor(readonly conn: Conn, maxBuffered: number) {
@@ -275,9 +293,14 @@ class SeaportServer implements Server {
   #httpOptions: HttpOptions | undefined;
   #http: HttpSide | undefined;
   #range: RangeOption;
+  #announce: (() => readonly string[]) | undefined;
 
   constructor(opts: ServerOptions) {
     this.#tls = opts.tls;
+    if (opts.announce !== undefined && typeof opts.announce !== "function") {
+      throw new TypeError(`Option "announce" must be a function`);
+    }
+    this.#announce = opts.announce;
     if (opts.secret !== undefined && typeof opts.secret !== "string") {
       throw new TypeError(`Option "secret" must be a string`);
     }
@@ -538,6 +561,23 @@ class SeaportServer implements Server {
     }
   }
 
+  /** What the `announce` option says now, if set and well formed. */
+  #announced(): string[] | undefined {
+    if (this.#announce === undefined) return undefined;
+    try {
+      const list = this.#announce();
+      if (!Array.isArray(list) || list.some((a) => typeof a !== "string")) {
+        throw new TypeError(
+          `Option "announce" must return an array of "host:port" strings`,
+        );
+      }
+      return [...list];
+    } catch (err) {
+      this.#emitter.emit("error", err);
+      return undefined;
+    }
+  }
+
   #handle(s: Session, req: Request): void {
     if (s.state === State.Hello) {
       if (req.op !== "hello") {
@@ -553,14 +593,24 @@ class SeaportServer implements Server {
         );
       }
       s.env = req.env ?? "";
+      s.sessionId = req.session;
       if (req.advertise !== undefined) s.host = req.advertise;
-      const hello = {
+      const hello: {
+        v: number;
+        host: string;
+        heartbeat: number;
+        timeout: number;
+        auth: null | { alg: string; nonce: string };
+        servers?: string[];
+      } = {
         v: PROTOCOL_VERSION,
         host: s.host,
         heartbeat: this.#limits.heartbeat,
         timeout: this.#limits.timeout,
-        auth: null as null | { alg: string; nonce: string },
+        auth: null,
       };
+      const servers = this.#announced();
+      if (servers !== undefined) hello.servers = servers;
       if (this.#key === undefined) {
         this.#ready(s);
       } else {

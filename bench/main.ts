@@ -328,6 +328,7 @@ function setupImpls(o: Options, notes: string[]): Impl[] {
       const stale = [
         "server.ts",
         "client.ts",
+        ...CLIENT,
         "registry.ts",
         "protocol.ts",
         "transport.ts",
@@ -628,9 +629,24 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
+/** The client's parts (client.ts re-exports them). */
+const CLIENT = [
+  "client/mod.ts",
+  "client/client.ts",
+  "client/connection.ts",
+  "client/servers.ts",
+  "client/requests.ts",
+  "client/registrations.ts",
+  "client/proposals.ts",
+  "client/events.ts",
+  "client/ports.ts",
+  "client/args.ts",
+];
+
 const CORE = [
   "mod.ts",
   "client.ts",
+  ...CLIENT,
   "server.ts",
   "registry.ts",
   "protocol.ts",

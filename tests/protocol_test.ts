@@ -84,6 +84,7 @@ test("LineDecoderStream splits a Web Stream into lines", async () => {
 test("parseRequest accepts every operation with valid fields", () => {
   const ok = [
     { id: 0, op: "hello", v: 1, env: "prod", advertise: "10.1.2.3" },
+    { id: 0, op: "hello", v: 1, session: "0123456789abcdef0123456789abcdef" },
     { id: 1, op: "auth", mac: "ab" },
     {
       id: 2,
@@ -174,6 +175,30 @@ test("parseRequest names what is wrong", () => {
       "1",
       "BAD_REQUEST",
       /"advertise"/,
+    ],
+    [
+      '{"id":1,"op":"hello","v":1,"session":""}',
+      "1",
+      "BAD_REQUEST",
+      /"session" must be 1 to 128 visible ASCII characters/,
+    ],
+    [
+      '{"id":1,"op":"hello","v":1,"session":"a b"}',
+      "1",
+      "BAD_REQUEST",
+      /"session" must be 1 to 128 visible ASCII characters/,
+    ],
+    [
+      `{"id":1,"op":"hello","v":1,"session":"${"a".repeat(129)}"}`,
+      "1",
+      "BAD_REQUEST",
+      /"session" is longer than 128 characters/,
+    ],
+    [
+      '{"id":1,"op":"hello","v":1,"session":7}',
+      "1",
+      "BAD_REQUEST",
+      /"session" must be a string/,
     ],
     [
       '{"id":1,"op":"query","all":"yes"}',

@@ -1,0 +1,466 @@
+/**
+ * Registrations and their re-assertion: `service()`, `allocate()` and
+ * `assume()` as the client keeps them, made ready or not ready, and asserted
+ * again on whichever server the client reaches after a lost connection
+ * (`allocate()`s end with theirs).
+ *
+ * @module
+ */
+import { ConnectionError, RegistryError } from "../errors.ts";
+import type { Meta, ServiceRecord } from "../registry.ts";
+import {
+  checkMeta,
+  checkPort,
+  checkRole,
+  handled,
+  withCallback,
+} from "./args.ts";
+import type { Connection } from "./connection.ts";
+import type { ServiceCallback } from "./ports.ts";
+import type { Proposals } from "./proposals.ts";
+import type { Body } from "./requests.ts";
+
+/** A registration as the client keeps it, to assert and re-assert. */
+interface LocalService {
+  readonly role: string;
+  readonly meta: Meta | undefined;
+  readonly persistent: boolean;
+  port: number | undefined;
+  rid: string | undefined;
+  epoch: number;
+  wantReady: boolean;
+  visible: boolean;
+  onPort: ((port: number) => void) | undefined;
+  onFail: (err: unknown) => void;
+  /** Rejects the caller's promise if it is still pending; reports nothing. */
+  cancel: (err: unknown) => void;
+  readyWaiters: (() => void)[];
+  exclude: number[];
+  /** Ready as soon as allocated (no `ready` argument in the callback). */
+  auto: boolean;
+  /** Made by `assume()`: re-asserted with `assume`, ready or not. */
+  assumed: boolean;
+  /** The record of the last (re-)assertion. */
+  record: ServiceRecord | undefined;
+}
+
+/** Allocations whose port cannot be bound are retried this often at most. */
+const MAX_PROBES = 32;
+
+/** This client's registrations. */
+export class Registrations {
+  #conn: Connection;
+  #proposals: Proposals;
+  #probe: boolean;
+  #report: (err: unknown) => void;
+  #services = new Set<LocalService>();
+
+  constructor(
+    conn: Connection,
+    proposals: Proposals,
+    probe: boolean,
+    report: (err: unknown) => void,
+  ) {
+    this.#conn = conn;
+    this.#proposals = proposals;
+    this.#probe = probe;
+    this.#report = report;
+  }
+
+  /** The connection is up: asserts every registration on it. */
+  reassert(): void {
+    for (const svc of this.#services) this.#assert(svc);
+  }
+
+  /**
+   * The connection is down: nothing is visible; `allocate()`s end with it
+   * (their promises reject if not yet visible).
+   */
+  lost(): void {
+    for (const svc of this.#services) {
+      svc.visible = false;
+      if (!svc.persistent && svc.port !== undefined) {
+        this.#services.delete(svc);
+        const ended = new ConnectionError(
+          `The registration of "${svc.role}" on port ${svc.port} ended with the connection`,
+        );
+        svc.cancel(ended); // allocate() not yet visible: its promise rejects
+        svc.onFail(ended);
+      }
+    }
+  }
+
+  /** The client is closed (or failed): every pending caller gets `err`. */
+  cancelAll(err: unknown): void {
+    for (const svc of this.#services) svc.cancel(err);
+    this.#services.clear();
+  }
+
+  /** Sends what a local registration needs now; nothing while disconnected. */
+  #assert(svc: LocalService): void {
+    if (!this.#conn.connected) return;
+    const fresh = svc.port === undefined && this.#probe;
+    this.#send(svc, fresh ? this.#proposals.take(svc.exclude) : undefined);
+  }
+
+  #send(svc: LocalService, hint: number | undefined): void {
+    const epoch = this.#conn.epoch;
+    const probe = this.#probe;
+    const fresh = svc.port === undefined;
+    // Without a probe still to make, an automatic ready rides along with the
+    // allocation.
+    const now = svc.auto && (!probe || hint !== undefined);
+    const body: {
+      op: "allocate" | "assume";
+      role: string;
+      port?: number;
+      meta?: Meta;
+      exclude?: number[];
+      ready?: boolean;
+    } = { op: "allocate", role: svc.role };
+    if (hint !== undefined) body.port = hint;
+    else if (!fresh) {
+      body.port = svc.port!;
+      if (svc.wantReady) body.op = "assume";
+      else if (svc.assumed) {
+        body.op = "assume"; // kept, but not ready
+        body.ready = false;
+      }
+    }
+    if (svc.meta !== undefined) body.meta = svc.meta;
+    if (fresh && hint === undefined && svc.exclude.length > 0) {
+      body.exclude = svc.exclude;
+    }
+    if (now && body.op === "allocate") body.ready = true;
+    this.#conn.requests.transmit({
+      body: body as Body,
+      retry: false,
+      onDrop: () => {},
+      resolve: async (result) => {
+        if (
+          fresh && probe && hint === undefined && this.#services.has(svc) &&
+          !(await this.#proposals.canBind((result as { port: number }).port))
+        ) {
+          if (this.#conn.epoch !== epoch || !this.#conn.connected) return; // re-asserted
+          this.#probeFailed(svc, result as unknown as ServiceRecord);
+          return;
+        }
+        // the connection was lost while probing: reconnecting asserts it again
+        if (this.#conn.epoch !== epoch || !this.#conn.connected) return;
+        if (!this.#services.has(svc)) {
+          // freed while the request was in flight
+          const rid = (result as { id: string }).id;
+          this.#conn.requests.transmit({
+            body: { op: "free", rid },
+            retry: false,
+            onDrop: () => {},
+            resolve: () => {},
+            reject: () => {},
+          });
+          return;
+        }
+        const record = result as unknown as ServiceRecord;
+        svc.rid = record.id;
+        svc.epoch = epoch;
+        svc.record = record;
+        const shown = body.op === "assume"
+          ? body.ready !== false
+          : body.ready === true;
+        if (shown) {
+          if (svc.auto || svc.wantReady) {
+            svc.wantReady = true;
+            this.#visible(svc);
+          } else this.#sendUnready(svc); // unready() was called meanwhile
+        } else if (svc.wantReady) {
+          this.#sendReady(svc);
+        }
+        if (svc.port === undefined) {
+          svc.port = record.port;
+          svc.onPort?.(record.port);
+          svc.onPort = undefined;
+        }
+      },
+      reject: (err) => {
+        if (
+          hint !== undefined && err instanceof RegistryError &&
+          err.code === "PORT_TAKEN" && this.#services.has(svc)
+        ) {
+          // taken meanwhile by another client on this host: the usual way
+          svc.exclude.push(hint);
+          this.#assert(svc);
+          return;
+        }
+        this.#services.delete(svc);
+        if (this.#conn.closed) svc.cancel(err);
+        else svc.onFail(err);
+      },
+    });
+    // the next proposal, answered along with this allocation
+    if (fresh) this.#proposals.peek();
+  }
+
+  /** Gives back a port that cannot be bound and asks for another. */
+  #probeFailed(svc: LocalService, record: ServiceRecord): void {
+    this.#conn.requests.transmit({
+      body: { op: "free", rid: record.id },
+      retry: false,
+      onDrop: () => {},
+      resolve: () => {},
+      reject: () => {},
+    });
+    svc.exclude.push(record.port);
+    if (svc.exclude.length >= MAX_PROBES) {
+      this.#services.delete(svc);
+      svc.onFail(
+        new RegistryError(
+          "RANGE_EXHAUSTED",
+          `Cannot allocate a port for "${svc.role}": ${svc.exclude.length} ports in a row were taken on this machine (${
+            svc.exclude.slice(0, 5).join(", ")
+          }, …)`,
+        ),
+      );
+      return;
+    }
+    this.#assert(svc);
+  }
+
+  #visible(svc: LocalService): void {
+    if (!svc.wantReady) return; // unready() was called meanwhile
+    svc.visible = true;
+    const waiters = svc.readyWaiters;
+    svc.readyWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #sendReady(svc: LocalService): void {
+    if (!this.#current(svc)) return;
+    this.#conn.requests.transmit({
+      body: { op: "ready", rid: svc.rid! },
+      retry: false,
+      onDrop: () => {},
+      resolve: () => this.#visible(svc),
+      reject: (err) => this.#report(err),
+    });
+  }
+
+  /** Hides a registration; done at once when it is not on the server now. */
+  #sendUnready(svc: LocalService): Promise<void> {
+    if (!this.#current(svc)) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#conn.requests.transmit({
+        body: { op: "unready", rid: svc.rid! },
+        retry: false,
+        onDrop: resolve, // the re-assertion keeps it hidden
+        resolve: () => resolve(),
+        reject: (err) => {
+          this.#report(err);
+          resolve();
+        },
+      });
+    });
+  }
+
+  /** Whether the server holds `svc` on the connection that is up now. */
+  #current(svc: LocalService): boolean {
+    return this.#conn.connected && svc.rid !== undefined &&
+      svc.epoch === this.#conn.epoch;
+  }
+
+  /** Asks for `svc` to be visible; resolves once it is. */
+  #makeReady(svc: LocalService): Promise<void> {
+    if (svc.visible) return Promise.resolve();
+    const done = new Promise<void>((res) => svc.readyWaiters.push(res));
+    if (!svc.wantReady) {
+      svc.wantReady = true;
+      this.#sendReady(svc);
+    }
+    return done;
+  }
+
+  /** The local registration on `port`. */
+  #holding(port: number, what: string): LocalService {
+    checkPort(port);
+    for (const svc of this.#services) if (svc.port === port) return svc;
+    throw new RegistryError(
+      "NOT_FOUND",
+      `Cannot mark port ${port} ${what}: this client holds no registration on it`,
+    );
+  }
+
+  ready(port: number): Promise<void> {
+    try {
+      return this.#makeReady(this.#holding(port, "ready"));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  unready(port: number): Promise<void> {
+    let svc: LocalService;
+    try {
+      svc = this.#holding(port, "not ready");
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    svc.auto = false;
+    svc.wantReady = false;
+    svc.visible = false;
+    return this.#sendUnready(svc);
+  }
+
+  #register(
+    persistent: boolean,
+    role: string,
+    metaOrCb: Meta | ServiceCallback | undefined,
+    maybeCb: ServiceCallback | undefined,
+  ): Promise<number> {
+    const cb = typeof metaOrCb === "function" ? metaOrCb : maybeCb;
+    const meta = typeof metaOrCb === "function" ? undefined : metaOrCb;
+    const promise = new Promise<number>((resolve, reject) => {
+      checkRole(role);
+      checkMeta(meta);
+      if (cb !== undefined && typeof cb !== "function") {
+        throw new TypeError("The callback must be a function");
+      }
+      if (this.#conn.closed) {
+        throw new ConnectionError("The client is closed", {}, "CLOSED");
+      }
+      const auto = cb === undefined || cb.length < 2;
+      const svc: LocalService = {
+        role,
+        meta,
+        persistent,
+        port: undefined,
+        rid: undefined,
+        epoch: 0,
+        wantReady: false,
+        visible: false,
+        readyWaiters: [],
+        onFail: reject,
+        cancel: reject,
+        onPort: undefined,
+        exclude: [],
+        auto,
+        assumed: false,
+        record: undefined,
+      };
+      const ready = (): Promise<void> => this.#makeReady(svc);
+      svc.onPort = (port) => {
+        svc.onFail = (err) => this.#report(err);
+        try {
+          if (cb !== undefined) {
+            if (auto) (cb as (port: number) => void)(port);
+            else cb(port, ready);
+          }
+        } catch (err) {
+          this.#report(err);
+        }
+        if (!auto || svc.visible) resolve(port);
+        else ready().then(() => resolve(port));
+      };
+      this.#proposals.wanted();
+      this.#services.add(svc);
+      this.#assert(svc);
+    });
+    return cb === undefined ? promise : handled(promise, this.#report);
+  }
+
+  service(
+    role: string,
+    metaOrCb?: Meta | ServiceCallback,
+    cb?: ServiceCallback,
+  ): Promise<number> {
+    return this.#register(true, role, metaOrCb, cb);
+  }
+
+  allocate(
+    role: string,
+    metaOrCb?: Meta | ServiceCallback,
+    cb?: ServiceCallback,
+  ): Promise<number> {
+    return this.#register(false, role, metaOrCb, cb);
+  }
+
+  assume(
+    role: string,
+    portOrMeta: number | (Meta & { port: number }),
+    cb?: (record: ServiceRecord) => void,
+  ): Promise<ServiceRecord> {
+    const promise = new Promise<ServiceRecord>((resolve, reject) => {
+      checkRole(role);
+      let port: number;
+      let meta: Meta | undefined;
+      if (typeof portOrMeta === "number") {
+        port = portOrMeta;
+      } else {
+        checkMeta(portOrMeta);
+        const { port: p, ...rest } = portOrMeta as Meta;
+        port = p as number;
+        meta = rest;
+      }
+      checkPort(port);
+      if (this.#conn.closed) {
+        throw new ConnectionError("The client is closed", {}, "CLOSED");
+      }
+      for (const old of this.#services) {
+        if (old.port === port) this.#services.delete(old);
+      }
+      const svc: LocalService = {
+        role,
+        meta,
+        persistent: true,
+        port,
+        rid: undefined,
+        epoch: 0,
+        wantReady: true,
+        visible: false,
+        readyWaiters: [() => resolve(svc.record!)],
+        onFail: reject,
+        cancel: reject,
+        onPort: undefined,
+        exclude: [],
+        auto: false,
+        assumed: true,
+        record: undefined,
+      };
+      this.#services.add(svc);
+      this.#assert(svc);
+    });
+    return withCallback(promise, cb, this.#report);
+  }
+
+  free(target: number | ServiceRecord, cb?: () => void): Promise<void> {
+    const promise = (async () => {
+      let svc: LocalService | undefined;
+      if (typeof target === "number") {
+        checkPort(target);
+        for (const s of this.#services) if (s.port === target) svc = s;
+      } else if (typeof target === "object" && target !== null) {
+        for (const s of this.#services) if (s.rid === target.id) svc = s;
+      } else {
+        throw new TypeError("free() takes a port number or a record");
+      }
+      if (svc !== undefined) {
+        this.#services.delete(svc);
+        svc.cancel(new ConnectionError(`"${svc.role}" was freed`));
+        if (
+          svc.rid === undefined || svc.epoch !== this.#conn.epoch ||
+          !this.#conn.connected
+        ) return; // the server forgets it with the lost connection
+        // the server forgot it with the connection it was made on
+        await this.#conn.requests.request({ op: "free", rid: svc.rid }, false)
+          .catch(
+            (err) => {
+              if (!(err instanceof ConnectionError)) throw err;
+            },
+          );
+        return;
+      }
+      const body: Body = typeof target === "number"
+        ? { op: "free", port: target }
+        : { op: "free", rid: String(target.id) };
+      await this.#conn.requests.request(body, false);
+    })().then(() => cb?.());
+    return cb === undefined ? promise : handled(promise, this.#report);
+  }
+}
