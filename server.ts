@@ -110,6 +110,7 @@ export interface ServerOptions {
    * `secret`, `http.token` is required.
    */
   http?: HttpOptions;
+  /**
    * The client addresses (`"host:port"`) of the registry's live servers, sent
    * in every `hello` reply as `servers`: a client given one address learns the
    * others and fails over to them. For a registry of several servers on a

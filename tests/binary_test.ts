@@ -38,16 +38,6 @@ const bunVersion = (() => {
   }
 })();
 
-/** The Bun the binary is built with: package.json's pinned dev dependency. */
-const bunVersion = (() => {
-  try {
-    return JSON.parse(readFileSync(join(here, "..", "package.json"), "utf8"))
-      .devDependencies.bun as string;
-  } catch {
-    return "?";
-  }
-})();
-
 /** deno.json's version, when these tests run from a clone. */
 function version(): string | undefined {
   try {
