@@ -706,4 +706,3 @@ function skip(t: { skip(why: string): void }, why: string): void {
   console.log(`SKIP: ${why}`);
   t.skip(why);
 }
-
