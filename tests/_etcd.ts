@@ -9,8 +9,14 @@
  *
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
@@ -65,8 +71,14 @@ export interface EtcdMember {
   readonly pid: number;
   /** Whether its process runs (stopped or not). */
   readonly running: boolean;
-  /** SIGSTOP: it stops answering, its sockets stay open. */
-  stop(): void;
+  /**
+   * SIGSTOP, and waits until every thread of it has stopped (at most `ms`,
+   * default 5000): it stops answering, its sockets stay open. kill(2) only
+   * queues the signal; until each thread of etcd has been scheduled and seen
+   * it, a member goes on working (on a busy machine for tens of ms) and can
+   * still acknowledge a raft append.
+   */
+  stop(ms?: number): Promise<void>;
   /** SIGCONT. */
   cont(): void;
   /** SIGKILL, and waits until it exited. */
@@ -155,8 +167,24 @@ class Member implements EtcdMember {
     });
   }
 
-  stop(): void {
+  async stop(ms = 5_000): Promise<void> {
     process.kill(this.pid, "SIGSTOP");
+    const deadline = Date.now() + ms;
+    while (true) {
+      const states = threadStates(this.pid);
+      if (states === undefined) {
+        throw new Error(`etcd member ${this.name} exited:\n${this.log()}`);
+      }
+      if (states.every((s) => s === "T")) return;
+      if (Date.now() > deadline) {
+        throw new Error(
+          `etcd member ${this.name} (PID ${this.pid}) did not stop within ${ms} ms: thread states ${
+            states.join("")
+          }`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   cont(): void {
@@ -189,6 +217,39 @@ class Member implements EtcdMember {
       return "";
     }
   }
+}
+
+/**
+ * The state of each thread of process `pid` ("T": stopped, "R": running, "S":
+ * sleeping, …), from /proc on Linux, else the process's own from `ps`;
+ * undefined when it has gone.
+ */
+function threadStates(pid: number): string[] | undefined {
+  if (existsSync("/proc/self/task")) {
+    const dir = `/proc/${pid}/task`;
+    let tids: string[];
+    try {
+      tids = readdirSync(dir);
+    } catch {
+      return undefined;
+    }
+    const states = tids.flatMap((tid) => {
+      try {
+        // "tid (comm) S …": the state follows the last ")".
+        const stat = readFileSync(`${dir}/${tid}/stat`, "utf8");
+        const state = stat.charAt(stat.lastIndexOf(")") + 2);
+        return state === "Z" || state === "X" ? [] : [state];
+      } catch {
+        return []; // the thread ended
+      }
+    });
+    return states.length === 0 ? undefined : states;
+  }
+  const ps = spawnSync("ps", ["-o", "state=", "-p", String(pid)], {
+    encoding: "utf8",
+  });
+  const state = ps.status === 0 ? ps.stdout.trim().charAt(0) : "";
+  return state === "" || state === "Z" ? undefined : [state];
 }
 
 /**

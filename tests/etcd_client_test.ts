@@ -539,9 +539,10 @@ test(
     });
 
     await t.test("with quorum lost a write fails with UNAVAILABLE within the request timeout, and writes succeed once it is back", async () => {
-      m1.stop();
-      m2.stop();
       try {
+        // Only once both are stopped is quorum lost: a member that has been
+        // sent SIGSTOP but still runs can acknowledge the write.
+        await Promise.all([m1.stop(), m2.stop()]);
         const started = Date.now();
         await assert.rejects(
           c.kv.put("/t/quorum/during", "v"),
