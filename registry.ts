@@ -545,6 +545,7 @@ export class Registry<O, T = unknown> {
     { name, version }: Role,
     port: number,
     t: HostTable<O, T>,
+    id?: string,
   ): Entry<O, T> {
     const slot = this.#slot(input.env, name);
     const entry = new Entry<O, T>(
@@ -553,7 +554,7 @@ export class Registry<O, T = unknown> {
       slot,
       this.#version(version),
       input.env,
-      this.#newId(),
+      id ?? this.#newId(),
       owner,
     );
     if (input.meta !== undefined) {
@@ -658,8 +659,69 @@ export class Registry<O, T = unknown> {
    * take other ports until the range wraps around: a client checks that it
    * can bind the port and then reserves it by number, in one step.
    */
-  peek(host: string): number | undefined {
-    return this.#nextFree(this.#table(host), undefined);
+  peek(host: string, exclude?: ReadonlySet<number>): number | undefined {
+    return this.#nextFree(this.#table(host), exclude);
+  }
+
+  /**
+   * Who holds `port` on `host`, and whether it is visible: for a store that
+   * checks its local view before it writes.
+   */
+  holder(
+    host: string,
+    port: number,
+  ): { record: ServiceRecord; owner: O; ready: boolean } | undefined {
+    const entry = this.#hosts.get(host)?.ports.get(port);
+    if (entry === undefined) return undefined;
+    return {
+      record: entry,
+      owner: Entry.owner(entry),
+      ready: Entry.shown(entry),
+    };
+  }
+
+  /**
+   * Holds a registration made elsewhere: by another server of a replicated
+   * store, or a store's own write once it took effect. The registration has
+   * the given `id`; whatever else held `port` on the host is replaced (and
+   * freed). Holding the same registration again (same id, owner, role and
+   * environment) only changes whether it is visible.
+   *
+   * @throws {RegistryError} `INVALID_ROLE`.
+   */
+  hold(
+    owner: O,
+    input: RegistrationInput,
+    id: string,
+    port: number,
+    state: { ready: boolean; kind: "allocate" | "assume" },
+  ): ChangeResult<T> {
+    const role = parseRole(input.role);
+    const t = this.#table(input.host);
+    const events: RegistryEvent[] = [];
+    const old = t.ports.get(port);
+    if (old !== undefined) {
+      if (
+        old.id === id && Entry.owner(old) === owner &&
+        old.role === role.name && old.version === role.version &&
+        old.env === input.env
+      ) {
+        if (state.ready && !Entry.shown(old)) {
+          return this.#show(old, state.kind);
+        }
+        if (!state.ready && Entry.shown(old)) return this.unready(owner, id);
+        return { record: old, events, woken: [] };
+      }
+      this.#remove(old, events);
+    }
+    const entry = this.#insert(owner, input, role, port, t, id);
+    if (!state.ready) {
+      if (state.kind === "assume") Entry.assumed(entry);
+      return { record: entry, events, woken: [] };
+    }
+    const result = this.#show(entry, state.kind);
+    events.push(...result.events);
+    return { record: entry, events, woken: result.woken };
   }
 
   /**
