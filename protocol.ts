@@ -28,6 +28,12 @@ export interface HelloRequest extends Base {
   readonly v: number;
   readonly env?: string;
   readonly advertise?: string;
+  /**
+   * The client's session id, the same across its reconnects and servers
+   * (at most 128 characters): a server of a registry kept in etcd takes
+   * over the session's registrations when it comes back through it.
+   */
+  readonly session?: string;
 }
 /** `auth`: the HMAC of the server's challenge. */
 export interface AuthRequest extends Base {
@@ -271,6 +277,7 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
         v: number;
         env?: string;
         advertise?: string;
+        session?: string;
       } = {
         id,
         op,
@@ -285,6 +292,11 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
           throw new Bad(`"advertise" must be a host name or address`);
         }
         r.advertise = a;
+      }
+      if (o.session !== undefined) {
+        const session = str(o, "session", 128);
+        if (session === "") throw new Bad(`"session" must not be empty`);
+        r.session = session;
       }
       return r;
     }
