@@ -702,7 +702,7 @@ test("`seaport 0 --http 0` serves the HTTP side; a secret without --http-token i
     env: { SEAPORT_HTTP_TOKEN: "t" },
   });
   assert.equal(envToken, 2);
-  assert.match(err.join(""), /Invalid HTTP port "x"/);
+  assert.match(err.join(""), /Invalid --http port "x"/);
 });
 
 function skip(t: { skip(why: string): void }, why: string): void {
