@@ -154,6 +154,13 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #sids = new Map<string, Local>();
   #inflight = new Map<string, Set<number>>();
   #retry = new Set<string>();
+  /** Registration ids being written now, and by whom. */
+  #writing = new Map<string, Local>();
+  /**
+   * Ids of new registrations whose write failed without an answer (it may
+   * still take effect): freed wherever they turn up.
+   */
+  #abandoned = new Set<string>();
   #onChange: (c: Result<T>) => void = () => {};
   #closed = false;
   #watch: Watch | undefined;
@@ -522,16 +529,31 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     seen: number,
     value: Stored,
   ): Promise<Result<T> | undefined> {
-    const r = await this.#etcd.kv.txn({
-      compare: [{ key, target: "mod", result: "=", value: seen }],
-      success: [{
-        op: "put",
-        key,
-        value: JSON.stringify(value),
-        lease: this.#lease,
-      }],
-      failure: [{ op: "get", key }],
-    });
+    const fresh = this.#keys.get(key)?.value?.id !== value.id;
+    this.#writing.set(value.id, st);
+    let r;
+    try {
+      r = await this.#etcd.kv.txn({
+        compare: [{ key, target: "mod", result: "=", value: seen }],
+        success: [{
+          op: "put",
+          key,
+          value: JSON.stringify(value),
+          lease: this.#lease,
+        }],
+        failure: [{ op: "get", key }],
+      });
+    } catch (err) {
+      // No answer: it may take effect yet. A new registration the client
+      // was told failed must not appear: free it wherever it turns up.
+      if (fresh) {
+        this.#abandoned.add(value.id);
+        if (this.#keys.get(key)?.value?.id === value.id) this.#ghost(key);
+      }
+      throw err;
+    } finally {
+      this.#writing.delete(value.id);
+    }
     if (!r.succeeded) {
       this.#learnFailed(key, r);
       return undefined;
@@ -611,18 +633,17 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       return this.#reg.evict(prev.host, prev.port);
     }
     if (value.server === this.#server) {
-      const mine = st ?? this.#sids.get(value.session);
-      if (mine !== undefined && !mine.dropped) {
+      const mine = st ?? this.#writing.get(value.id) ??
+        this.#sids.get(value.session);
+      if (
+        mine !== undefined && !mine.dropped && !this.#abandoned.has(value.id)
+      ) {
         mine.keys.set(value.id, key);
         this.#holders.set(key, mine);
       } else if (st === undefined) {
-        // Written by this server for a session that is gone (a write that
-        // timed out but took effect): free it.
-        const ghost = new Local(value.session);
-        ghost.dropped = true;
-        ghost.keys.set(value.id, key);
-        this.#holders.set(key, ghost);
-        this.#retry.add(key);
+        // Written by this server for a session that is gone, or a write
+        // that failed without an answer and took effect after all: free it.
+        this.#ghost(key, value);
       }
     }
     try {
@@ -641,6 +662,19 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     } catch {
       return NOTHING; // a value no seaport wrote (a bad role)
     }
+  }
+
+  /** Frees a key this server wrote for no live session, now or later. */
+  #ghost(key: string, value = this.#keys.get(key)?.value): void {
+    if (value === undefined) return;
+    this.#abandoned.delete(value.id);
+    const old = this.#holders.get(key);
+    if (old !== undefined) old.keys.delete(value.id);
+    const ghost = new Local(value.session);
+    ghost.dropped = true;
+    ghost.keys.set(value.id, key);
+    this.#holders.set(key, ghost);
+    this.#retry.add(key);
   }
 
   #emit(c: Result<T>): void {
