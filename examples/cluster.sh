@@ -38,14 +38,24 @@ stop() {
 trap 'stop 0' INT TERM
 trap 'stop $?' EXIT
 
-# Waits until something listens on 127.0.0.1:$1 (at most 20 s).
+# Waits until process $2 listens on 127.0.0.1:$1 (at most 20 s); $3: its log.
 listening() {
   for _ in $(seq 200); do
+    if ! kill -0 "$2" 2>/dev/null; then
+      echo "$4 exited before listening on 127.0.0.1:$1" >&2
+      [[ -n $3 ]] && tail -n 3 "$3" >&2
+      return 1
+    fi
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  echo "nothing listens on 127.0.0.1:$1; logs in $data" >&2
+  echo "nothing listens on 127.0.0.1:$1" >&2
   return 1
+}
+
+command -v "$etcd" >/dev/null || {
+  echo "no etcd binary \"$etcd\" (install etcd-server, or set ETCD)" >&2
+  exit 1
 }
 
 peers=""
@@ -65,7 +75,9 @@ for i in 0 1 2; do
     --logger zap --log-outputs "$data/m$i.log" >/dev/null 2>&1 &
   members+=($!)
 done
-for i in 0 1 2; do listening $((etcd_port + 10 * i)); done
+for i in 0 1 2; do
+  listening $((etcd_port + 10 * i)) "${members[i]}" "$data/m$i.log" "etcd member m$i"
+done
 
 addresses=""
 for i in 0 1 2; do
@@ -73,6 +85,8 @@ for i in 0 1 2; do
   servers+=($!)
   addresses+="${addresses:+,}127.0.0.1:$((port + i))"
 done
-for i in 0 1 2; do listening $((port + i)); done
+for i in 0 1 2; do
+  listening $((port + i)) "${servers[i]}" "" "seaport server $((port + i))"
+done
 echo "cluster ready: seaport servers $addresses on etcd $endpoints (Ctrl-C stops them)"
 wait
