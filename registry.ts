@@ -369,6 +369,12 @@ export interface RegistryOptions {
   newId?: () => string;
   /** The clock, in ms since the epoch, for {@linkcode Registry.since}. Default: none (0). */
   now?: () => number;
+  /**
+   * Where in each host's range the first pick is, from 0 (the low end, the
+   * default) to just under 1: servers sharing one registry start apart so
+   * that their claims seldom collide.
+   */
+  start?: number;
 }
 
 /** What a registration request carries. */
@@ -422,6 +428,7 @@ export class Registry<O, T = unknown> {
   #size = 0;
   #now: () => number;
   #start: number;
+  #start01: number;
 
   constructor(options: RegistryOptions = {}) {
     this.#range = options.range ?? { "*": DEFAULT_RANGE };
@@ -429,6 +436,13 @@ export class Registry<O, T = unknown> {
     this.#newId = options.newId ?? (() => (++this.#counter).toString(36));
     this.#now = options.now ?? (() => 0);
     this.#start = this.#now();
+    const start = options.start ?? 0;
+    if (!(start >= 0 && start < 1)) {
+      throw new RangeError(
+        `Option "start" must be from 0 to under 1, got ${start}`,
+      );
+    }
+    this.#start01 = start;
   }
 
   /**
@@ -497,7 +511,8 @@ export class Registry<O, T = unknown> {
     if (t === undefined) {
       const [low, high] = this.#range[host] ?? this.#range["*"] ??
         DEFAULT_RANGE;
-      t = { ports: new Map(), low, high, cursor: low, inRange: 0 };
+      const cursor = low + Math.floor(this.#start01 * (high - low + 1));
+      t = { ports: new Map(), low, high, cursor, inRange: 0 };
       this.#hosts.set(host, t);
     }
     return t;

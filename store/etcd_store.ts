@@ -114,6 +114,15 @@ class Local {
 
 type Result<T> = ChangeResult<T>;
 
+/** A claim waiting for its batch. */
+interface Claim<T> {
+  st: Local;
+  key: string;
+  value: Stored;
+  resolve: (c: Result<T> | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
 function parse(text: string): Stored | undefined {
   try {
     const v = JSON.parse(text) as Stored;
@@ -161,6 +170,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
    * still take effect): freed wherever they turn up.
    */
   #abandoned = new Set<string>();
+  /** Claims of this turn, sent together. */
+  #batch: Claim<T>[] | undefined;
+  /** Claim txns in flight. */
+  #claiming = 0;
   #onChange: (c: Result<T>) => void = () => {};
   #closed = false;
   #watch: Watch | undefined;
@@ -199,7 +212,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       ...(options.password !== undefined ? { password: options.password } : {}),
       ...(options.ca !== undefined ? { ca: options.ca } : {}),
     });
-    this.#reg = new Registry<O | string, T>(setup);
+    this.#reg = new Registry<O | string, T>({ ...setup, start: Math.random() });
     this.#range = setup.range ?? { "*": DEFAULT_RANGE };
     this.#server = crypto.randomUUID();
     // Ids unique across servers: a random prefix per server run.
@@ -317,10 +330,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       }
       busy.add(port);
       try {
-        const c = await this.#put(
+        const c = await this.#claim(
           st,
           this.#key(host, port),
-          0,
           this.#value(st, input, this.#newId(), port, ready, "allocate"),
         );
         if (c !== undefined) return c;
@@ -558,7 +570,17 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       this.#learnFailed(key, r);
       return undefined;
     }
-    let c = this.#learn(key, r.header.revision, value, st);
+    return this.#landed(st, key, r.header.revision, value);
+  }
+
+  /** A write of `value` took effect at revision `rev`: the view learns it. */
+  async #landed(
+    st: Local,
+    key: string,
+    rev: number,
+    value: Stored,
+  ): Promise<Result<T>> {
+    let c = this.#learn(key, rev, value, st);
     if (c.record === undefined) {
       // The watch delivered it first (and its events went out with it).
       const h = this.#reg.holder(value.host, value.port);
@@ -571,6 +593,85 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       return { ...(c.record ? { record: c.record } : {}), ...out };
     }
     return c;
+  }
+
+  /**
+   * Claims a free port's key. A claim goes at once when no claim txn is in
+   * flight; the claims that arrive meanwhile go together
+   * as one txn (up to 100), each compared on its key's absence. When one
+   * compare fails, the whole txn does nothing and each is tried alone.
+   */
+  #claim(
+    st: Local,
+    key: string,
+    value: Stored,
+  ): Promise<Result<T> | undefined> {
+    return new Promise((resolve, reject) => {
+      (this.#batch ??= []).push({ st, key, value, resolve, reject });
+      if (this.#claiming < 1) this.#flush();
+    });
+  }
+
+  #flush(): void {
+    const all = this.#batch ?? [];
+    this.#batch = undefined;
+    for (let i = 0; i < all.length; i += 100) {
+      const part = all.slice(i, i + 100);
+      this.#claiming++;
+      const sent = part.length === 1
+        ? this.#put(part[0]!.st, part[0]!.key, 0, part[0]!.value).then(
+          part[0]!.resolve,
+          part[0]!.reject,
+        )
+        : this.#claimAll(part);
+      sent.finally(() => {
+        this.#claiming--;
+        if (this.#batch !== undefined && this.#claiming < 1) this.#flush();
+      });
+    }
+  }
+
+  async #claimAll(part: Claim<T>[]): Promise<void> {
+    for (const c of part) this.#writing.set(c.value.id, c.st);
+    let r;
+    try {
+      r = await this.#etcd.kv.txn({
+        compare: part.map((c) => ({
+          key: c.key,
+          target: "mod" as const,
+          result: "=" as const,
+          value: 0,
+        })),
+        success: part.map((c) => ({
+          op: "put" as const,
+          key: c.key,
+          value: JSON.stringify(c.value),
+          lease: this.#lease,
+        })),
+      });
+    } catch (err) {
+      for (const c of part) {
+        this.#abandoned.add(c.value.id);
+        if (this.#keys.get(c.key)?.value?.id === c.value.id) this.#ghost(c.key);
+        c.reject(err);
+      }
+      return;
+    } finally {
+      for (const c of part) this.#writing.delete(c.value.id);
+    }
+    if (!r.succeeded) {
+      // someone took one of them: each alone, learning who
+      for (const c of part) {
+        this.#put(c.st, c.key, 0, c.value).then(c.resolve, c.reject);
+      }
+      return;
+    }
+    for (const c of part) {
+      this.#landed(c.st, c.key, r.header.revision, c.value).then(
+        c.resolve,
+        c.reject,
+      );
+    }
   }
 
   /** Deletes the key if its mod revision is still `seen`. */

@@ -410,3 +410,10 @@ test("peek skips the ports it is told to exclude", () => {
   assert.equal(r.peek("h", new Set([5000, 5001, 5002])), undefined);
   assert.equal(r.holder("h", 5000), undefined);
 });
+
+test("start places the first pick of each host's range", () => {
+  const r = new Registry<string>({ range: { "*": [5000, 5009] }, start: 0.5 });
+  assert.equal(r.allocate("o", input("web")).port, 5005);
+  assert.equal(r.peek("10.0.0.1"), 5006);
+  assert.throws(() => new Registry({ start: 1 }), RangeError);
+});
