@@ -215,6 +215,27 @@ test(
       );
     });
 
+    await t.test("B's HTTP side answers a service registered through A, and a blocking get through it wakes", async () => {
+      await using reg = await servers(etcd.endpoints, 1);
+      const b = createServer({
+        etcd: { endpoints: etcd.endpoints, prefix: reg.prefix },
+        http: { port: 0 },
+      });
+      await b.listen(0, "127.0.0.1");
+      try {
+        const base = `http://127.0.0.1:${b.httpAddr!.port}/v1/services/api`;
+        const waiting = fetch(`${base}?wait=5s`).then((r) => r.json());
+        await new Promise((r) => setTimeout(r, 100)); // the wait is made
+        const port = await reg.client(0).service("api@2.0.0");
+        const woken = await within(waiting, 5000, "the HTTP wait");
+        assert.deepEqual(woken.map((r: ServiceRecord) => r.port), [port]);
+        const now = await (await fetch(base)).json();
+        assert.deepEqual(now.map((r: ServiceRecord) => r.port), [port]);
+      } finally {
+        await b.close();
+      }
+    });
+
     await t.test("a broken watch resynchronises after etcd compacted its history: nothing lost, nothing invented", async () => {
       // B reaches etcd only through a proxy the test can cut.
       await using proxy = await cutProxy(etcd.endpoints[0]!);
