@@ -224,13 +224,15 @@ test(
       await b.listen(0, "127.0.0.1");
       try {
         const base = `http://127.0.0.1:${b.httpAddr!.port}/v1/services/api`;
-        const waiting = fetch(`${base}?wait=5s`).then((r) => r.json());
+        const waiting = fetch(`${base}?wait=5s`).then((r) =>
+          r.json() as Promise<ServiceRecord[]>
+        );
         await new Promise((r) => setTimeout(r, 100)); // the wait is made
         const port = await reg.client(0).service("api@2.0.0");
         const woken = await within(waiting, 5000, "the HTTP wait");
-        assert.deepEqual(woken.map((r: ServiceRecord) => r.port), [port]);
-        const now = await (await fetch(base)).json();
-        assert.deepEqual(now.map((r: ServiceRecord) => r.port), [port]);
+        assert.deepEqual(woken.map((r) => r.port), [port]);
+        const now = await (await fetch(base)).json() as ServiceRecord[];
+        assert.deepEqual(now.map((r) => r.port), [port]);
       } finally {
         await b.close();
       }
