@@ -776,6 +776,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     ghost.keys.set(value.id, key);
     this.#holders.set(key, ghost);
     this.#retry.add(key);
+    // try at once; on failure the keep-alive tick tries again
+    queueMicrotask(() => {
+      if (!this.#closed) this.#release(key).then((c) => this.#emit(c));
+    });
   }
 
   #emit(c: Result<T>): void {
