@@ -73,6 +73,31 @@ const OPTIONS = {
     arg: "FILE",
     help: "connect with TLS, trusting the CA certificates in FILE",
   },
+  etcd: {
+    arg: "URLS",
+    help:
+      "keep the registry in etcd at URLS (comma-separated, default:\n$SEAPORT_ETCD): several servers, one registry",
+  },
+  "etcd-prefix": {
+    arg: "P",
+    help: "the registry's key prefix in etcd (default: /seaport/)",
+  },
+  "etcd-user": {
+    arg: "USER",
+    help: "authenticate to etcd as USER (password: $SEAPORT_ETCD_PASSWORD)",
+  },
+  "etcd-password-file": {
+    arg: "PATH",
+    help: "read the etcd user's password from PATH",
+  },
+  "etcd-ca": {
+    arg: "FILE",
+    help: "trust the CA certificates in FILE for https:// etcd URLs",
+  },
+  "etcd-lease-ttl": {
+    arg: "S",
+    help: "seconds a dead server's registrations outlive it (default: 10)",
+  },
   restart: {
     arg: "POLICY",
     help: "always, on-failure or never (default: always)",
@@ -159,12 +184,19 @@ and SIGTERM.`,
       "key",
       "http",
       "http-token",
+      "etcd",
+      "etcd-prefix",
+      "etcd-user",
+      "etcd-password-file",
+      "etcd-ca",
+      "etcd-lease-ttl",
     ],
     examples: [
       "seaport 9090",
       "SEAPORT_SECRET=beep seaport 9090 --host 10.0.0.1 --range 20000-21000",
       "seaport 9090 --cert server.pem --key server-key.pem",
       "SEAPORT_HTTP_TOKEN=look seaport 9090 --secret-file s --http 9091",
+      "seaport 9090 --secret-file s --etcd http://10.0.0.1:2379,http://10.0.0.2:2379",
     ],
   },
   show: {
@@ -345,6 +377,18 @@ export class UsageError extends Error {
   }
 }
 
+/** The `--etcd-*` options of `listen`. */
+export interface EtcdArgs {
+  endpoints: string;
+  prefix: string | undefined;
+  username: string | undefined;
+  /** `$SEAPORT_ETCD_PASSWORD`, unless `passwordFile` is given. */
+  password: string | undefined;
+  passwordFile: string | undefined;
+  ca: string | undefined;
+  leaseTtl: number | undefined;
+}
+
 /** A checked command line. */
 export interface Parsed {
   command: Command;
@@ -370,6 +414,8 @@ export interface Parsed {
   httpPort: number | undefined;
   /** `--http-token` or `$SEAPORT_HTTP_TOKEN`. */
   httpToken: string | undefined;
+  /** `--etcd` or `$SEAPORT_ETCD`, with the other `--etcd-*` options. */
+  etcd: EtcdArgs | undefined;
   /** Milliseconds; `undefined` waits as long as it takes. */
   timeout: number | undefined;
   tls: boolean;
@@ -507,6 +553,7 @@ export function parse(
     range: undefined,
     httpPort: undefined,
     httpToken: undefined,
+    etcd: undefined,
     timeout: int("timeout", 1),
     tls: opts.has("tls") || opts.has("ca") || opts.has("cert"),
     cert: opts.get("cert"),
@@ -578,6 +625,48 @@ export function parse(
         }
       } else if (opts.has("http-token")) {
         throw fail(`--http-token only applies with --http PORT`);
+      }
+      const endpoints = opts.get("etcd") ?? (env.SEAPORT_ETCD || undefined);
+      if (endpoints !== undefined) {
+        const bad = endpoints.split(",").find((u) =>
+          !/^https?:\/\/[^/\s]+$/.test(u.trim().replace(/\/$/, ""))
+        );
+        if (bad !== undefined) {
+          throw fail(
+            `Invalid etcd URL "${bad}": expected http(s)://HOST:PORT, comma-separated`,
+          );
+        }
+        const user = opts.get("etcd-user");
+        const passwordFile = opts.get("etcd-password-file");
+        const password = env.SEAPORT_ETCD_PASSWORD || undefined;
+        if (user === undefined && (passwordFile ?? password) !== undefined) {
+          throw fail(`An etcd password needs --etcd-user USER`);
+        }
+        if (user !== undefined && (passwordFile ?? password) === undefined) {
+          throw fail(
+            `--etcd-user needs a password: $SEAPORT_ETCD_PASSWORD or --etcd-password-file PATH`,
+          );
+        }
+        parsed.etcd = {
+          endpoints,
+          prefix: opts.get("etcd-prefix"),
+          username: user,
+          password,
+          passwordFile,
+          ca: opts.get("etcd-ca"),
+          leaseTtl: int("etcd-lease-ttl", 1),
+        };
+      } else {
+        const stray = [
+          "etcd-prefix",
+          "etcd-user",
+          "etcd-password-file",
+          "etcd-ca",
+          "etcd-lease-ttl",
+        ].find((o) => opts.has(o));
+        if (stray !== undefined) {
+          throw fail(`--${stray} only applies with --etcd URLS`);
+        }
       }
       return parsed;
     }

@@ -25,6 +25,7 @@ import {
   type Ports,
   RegistryError,
   seaport,
+  type ServerOptions,
   type ServiceRecord,
   TimeoutError,
 } from "./mod.ts";
@@ -177,6 +178,25 @@ function secretOf(p: Parsed): { secret?: string } {
   return p.secret === undefined ? {} : { secret: p.secret };
 }
 
+/** The etcd store's options from `--etcd` and its companions. */
+function etcdOf(p: Parsed): Pick<ServerOptions, "etcd"> {
+  const e = p.etcd;
+  if (e === undefined) return {};
+  const password = e.passwordFile !== undefined
+    ? readText(e.passwordFile, "--etcd-password-file").replace(/\r?\n$/, "")
+    : e.password;
+  return {
+    etcd: {
+      endpoints: e.endpoints,
+      ...(e.prefix !== undefined ? { prefix: e.prefix } : {}),
+      ...(e.username !== undefined ? { username: e.username } : {}),
+      ...(password !== undefined ? { password } : {}),
+      ...(e.ca !== undefined ? { ca: readText(e.ca, "--etcd-ca") } : {}),
+      ...(e.leaseTtl !== undefined ? { leaseTtl: e.leaseTtl } : {}),
+    },
+  };
+}
+
 /** `seaport PORT`: serves until stopped. */
 async function listen(p: Parsed, io: Out): Promise<number> {
   const tls = p.cert === undefined ? undefined : {
@@ -185,6 +205,7 @@ async function listen(p: Parsed, io: Out): Promise<number> {
   };
   const server = createServer({
     ...secretOf(p),
+    ...etcdOf(p),
     ...(p.range !== undefined ? { range: { "*": p.range } } : {}),
     ...(tls !== undefined ? { tls } : {}),
     ...(p.httpPort !== undefined

@@ -34,6 +34,7 @@ import { createServer } from "./server.ts";
 
 export { createServer } from "./server.ts";
 export type { Server, ServerEvents, ServerOptions } from "./server.ts";
+export type { EtcdStoreOptions } from "./store/etcd_store.ts";
 export type { HttpOptions } from "./http/mod.ts";
 export type {
   ConnectOptions,

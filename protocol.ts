@@ -29,8 +29,9 @@ export interface HelloRequest extends Base {
   readonly env?: string;
   readonly advertise?: string;
   /**
-   * The client's session id: the same across its reconnects and servers
-   * (1 to 128 visible ASCII characters).
+   * The client's session id, the same across its reconnects and servers
+   * (1 to 128 visible ASCII characters): a server of a registry kept in etcd takes
+   * over the session's registrations when it comes back through it.
    */
   readonly session?: string;
 }

@@ -372,6 +372,12 @@ export interface RegistryOptions {
   newId?: () => string;
   /** The clock, in ms since the epoch, for {@linkcode Registry.since}. Default: none (0). */
   now?: () => number;
+  /**
+   * Where in each host's range the first pick is, from 0 (the low end, the
+   * default) to just under 1: servers sharing one registry start apart so
+   * that their claims seldom collide.
+   */
+  start?: number;
 }
 
 /** What a registration request carries. */
@@ -425,6 +431,7 @@ export class Registry<O, T = unknown> {
   #size = 0;
   #now: () => number;
   #start: number;
+  #start01: number;
 
   constructor(options: RegistryOptions = {}) {
     this.#range = options.range ?? { "*": DEFAULT_RANGE };
@@ -432,6 +439,13 @@ export class Registry<O, T = unknown> {
     this.#newId = options.newId ?? (() => (++this.#counter).toString(36));
     this.#now = options.now ?? (() => 0);
     this.#start = this.#now();
+    const start = options.start ?? 0;
+    if (!(start >= 0 && start < 1)) {
+      throw new RangeError(
+        `Option "start" must be from 0 to under 1, got ${start}`,
+      );
+    }
+    this.#start01 = start;
   }
 
   /**
@@ -500,7 +514,8 @@ export class Registry<O, T = unknown> {
     if (t === undefined) {
       const [low, high] = this.#range[host] ?? this.#range["*"] ??
         DEFAULT_RANGE;
-      t = { ports: new Map(), low, high, cursor: low, inRange: 0 };
+      const cursor = low + Math.floor(this.#start01 * (high - low + 1));
+      t = { ports: new Map(), low, high, cursor, inRange: 0 };
       this.#hosts.set(host, t);
     }
     return t;
@@ -548,6 +563,7 @@ export class Registry<O, T = unknown> {
     { name, version }: Role,
     port: number,
     t: HostTable<O, T>,
+    id?: string,
   ): Entry<O, T> {
     const slot = this.#slot(input.env, name);
     const entry = new Entry<O, T>(
@@ -556,7 +572,7 @@ export class Registry<O, T = unknown> {
       slot,
       this.#version(version),
       input.env,
-      this.#newId(),
+      id ?? this.#newId(),
       owner,
     );
     if (input.meta !== undefined) {
@@ -661,8 +677,69 @@ export class Registry<O, T = unknown> {
    * take other ports until the range wraps around: a client checks that it
    * can bind the port and then reserves it by number, in one step.
    */
-  peek(host: string): number | undefined {
-    return this.#nextFree(this.#table(host), undefined);
+  peek(host: string, exclude?: ReadonlySet<number>): number | undefined {
+    return this.#nextFree(this.#table(host), exclude);
+  }
+
+  /**
+   * Who holds `port` on `host`, and whether it is visible: for a store that
+   * checks its local view before it writes.
+   */
+  holder(
+    host: string,
+    port: number,
+  ): { record: ServiceRecord; owner: O; ready: boolean } | undefined {
+    const entry = this.#hosts.get(host)?.ports.get(port);
+    if (entry === undefined) return undefined;
+    return {
+      record: entry,
+      owner: Entry.owner(entry),
+      ready: Entry.shown(entry),
+    };
+  }
+
+  /**
+   * Holds a registration made elsewhere: by another server of a replicated
+   * store, or a store's own write once it took effect. The registration has
+   * the given `id`; whatever else held `port` on the host is replaced (and
+   * freed). Holding the same registration again (same id, owner, role and
+   * environment) only changes whether it is visible.
+   *
+   * @throws {RegistryError} `INVALID_ROLE`.
+   */
+  hold(
+    owner: O,
+    input: RegistrationInput,
+    id: string,
+    port: number,
+    state: { ready: boolean; kind: "allocate" | "assume" },
+  ): ChangeResult<T> {
+    const role = parseRole(input.role);
+    const t = this.#table(input.host);
+    const events: RegistryEvent[] = [];
+    const old = t.ports.get(port);
+    if (old !== undefined) {
+      if (
+        old.id === id && Entry.owner(old) === owner &&
+        old.role === role.name && old.version === role.version &&
+        old.env === input.env
+      ) {
+        if (state.ready && !Entry.shown(old)) {
+          return this.#show(old, state.kind);
+        }
+        if (!state.ready && Entry.shown(old)) return this.unready(owner, id);
+        return { record: old, events, woken: [] };
+      }
+      this.#remove(old, events);
+    }
+    const entry = this.#insert(owner, input, role, port, t, id);
+    if (!state.ready) {
+      if (state.kind === "assume") Entry.assumed(entry);
+      return { record: entry, events, woken: [] };
+    }
+    const result = this.#show(entry, state.kind);
+    events.push(...result.events);
+    return { record: entry, events, woken: result.woken };
   }
 
   /**

@@ -39,11 +39,12 @@ import {
   type Meta,
   type RangeOption,
   type RegistrationInput,
-  Registry,
   type RegistryEvent,
   type RegistryEventType,
   type ServiceRecord,
 } from "./registry.ts";
+import { MemoryStore, type Store } from "./store/mod.ts";
+import { EtcdStore, type EtcdStoreOptions } from "./store/etcd_store.ts";
 import {
   type Addr,
   type Conn,
@@ -127,6 +128,13 @@ export interface ServerOptions {
    * ```
    */
   announce?: () => readonly string[];
+  /**
+   * Keep the registry in etcd instead of this server's memory, so that
+   * several servers with the same `etcd` (endpoints and prefix) and the same
+   * `secret` serve one registry; see {@linkcode EtcdStoreOptions}. Without
+   * it the registry lives in this server alone.
+   */
+  etcd?: EtcdStoreOptions;
 }
 
 /**
@@ -218,6 +226,8 @@ const enum State {
 
 class Session {
   state: State = State.Hello;
+  /** The client's session id from its hello (`""`: none). */
+  sid = "";
   env = "";
   nonce = "";
   authFailures = 0;
@@ -226,8 +236,6 @@ class Session {
   lastSeen = Date.now();
   timer: ReturnType<typeof setTimeout> | undefined;
   host: string;
-  /** The client's session id from its `hello`, if it sent one. */
-  sessionId: string | undefined;
   readonly outbox: Outbox;
 
   constructor(readonly conn: Conn, maxBuffered: number) {
@@ -265,7 +273,8 @@ function positive(name: string, v: number | undefined, dflt: number): number {
 }
 
 class SeaportServer implements Server {
-  #registry: Registry<Session, GetToken>;
+  #store: Store<Session, GetToken>;
+  #drops = new Set<Promise<void>>();
   #emitter: Emitter<ServerEvents>;
   #transport: Transport;
   #listener: Listener | undefined;
@@ -309,11 +318,22 @@ class SeaportServer implements Server {
     this.#httpOptions = opts.http === undefined
       ? undefined
       : checkHttpOptions(opts.http, opts.secret);
-    this.#registry = new Registry({
+    const registry = {
       ...(opts.range !== undefined ? { range: opts.range } : {}),
       newId: idMaker(),
       now: Date.now,
-    });
+    };
+    this.#store = opts.etcd === undefined
+      ? new MemoryStore(registry)
+      : new EtcdStore(opts.etcd, {
+        ...registry,
+        leaseTtl: Math.ceil(positive("timeout", opts.timeout, 10_000) / 1000),
+        onLeaseLost: () => {
+          // etcd freed this server's registrations: its clients reconnect
+          // and assert them again.
+          for (const s of this.#sessions) this.#drop(s);
+        },
+      });
     this.#emitter = new Emitter((err) => this.#emitter.emit("error", err));
     this.#transport = opts.transport ?? defaultTransport();
     this.#key = opts.secret === undefined
@@ -358,6 +378,7 @@ class SeaportServer implements Server {
         `Invalid port ${port}: need an integer from 0 to 65535`,
       );
     }
+    await this.#store.open((change) => this.#apply(change));
     const listen = (hostname: string) =>
       this.#transport.listen({ hostname, port }, this.#tls);
     if (hostname !== undefined) {
@@ -397,7 +418,7 @@ class SeaportServer implements Server {
   }
 
   query(pattern?: string, env?: string): ServiceRecord[] {
-    return [...this.#registry.query(env, pattern)];
+    return [...this.#store.view.query(env, pattern)];
   }
 
   async close(): Promise<void> {
@@ -409,6 +430,8 @@ class SeaportServer implements Server {
     for (const s of this.#sessions) s.conn.close();
     await this.#acceptLoop;
     await Promise.all(this.#loops);
+    await Promise.all(this.#drops);
+    await this.#store.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -501,7 +524,45 @@ class SeaportServer implements Server {
     this.#sessions.delete(s);
     this.#subscribers.delete(s);
     s.conn.close();
-    this.#apply(this.#registry.dropOwner(s));
+    const change = this.#store.drop(s);
+    if (!(change instanceof Promise)) return this.#apply(change);
+    const done = change.then(
+      (c) => this.#apply(c),
+      (err) => this.#emitter.emit("error", err),
+    );
+    this.#drops.add(done);
+    done.finally(() => this.#drops.delete(done));
+  }
+
+  /**
+   * Answers a request once the store's write took effect, holding the
+   * session's later requests until then so they see it (and keep their
+   * order). `first`: apply the change before replying.
+   */
+  #later(
+    s: Session,
+    id: number,
+    pending: Promise<ChangeResult<GetToken>>,
+    first: boolean,
+    answer: "record" | "empty",
+  ): void {
+    s.backlog = [];
+    pending.then((c) => {
+      if (first) this.#apply(c);
+      if (s.state !== State.Closed) {
+        s.reply(id, answer === "record" ? c.record : {});
+      }
+      if (!first) this.#apply(c);
+    }, (err) => {
+      if (!(err instanceof SeaportError)) this.#emitter.emit("error", err);
+      this.#stats.error(err instanceof SeaportError ? err.code : "INTERNAL");
+      if (s.state !== State.Closed) s.fail(id, err);
+    }).finally(() => {
+      const backlog = s.backlog ?? [];
+      s.backlog = undefined;
+      // a line that starts another write queues the rest again, in order
+      for (const line of backlog) this.#line(s, line);
+    });
   }
 
   #apply(change: ChangeResult<GetToken>): void {
@@ -594,7 +655,7 @@ class SeaportServer implements Server {
         );
       }
       s.env = req.env ?? "";
-      s.sessionId = req.session;
+      if (req.session !== undefined) s.sid = req.session;
       if (req.advertise !== undefined) s.host = req.advertise;
       const hello: {
         v: number;
@@ -632,53 +693,74 @@ class SeaportServer implements Server {
       this.#authenticate(s, req.id, req.mac);
       return;
     }
-    const reg = this.#registry;
+    const store = this.#store;
+    const reg = store.view;
     switch (req.op) {
       case "hello":
       case "auth":
         throw new ProtocolError("PROTOCOL", `"${req.op}" was already done`);
       case "allocate": {
-        const record = reg.allocate(s, this.#input(s, req), {
+        const change = store.allocate(s, this.#input(s, req), {
           port: req.port,
-          ...(req.exclude !== undefined ? { exclude: req.exclude } : {}),
+          exclude: req.exclude,
+          ready: req.ready,
         });
+        if (change instanceof Promise) {
+          return this.#later(s, req.id, change, true, "record");
+        }
         // Waiters first: their answers are what a wake-up waits for.
-        if (req.ready === true) this.#apply(reg.ready(s, record.id));
-        s.reply(req.id, record);
+        this.#apply(change);
+        s.reply(req.id, change.record);
         return;
       }
       case "ready": {
-        this.#apply(reg.ready(s, req.rid));
+        const change = store.ready(s, req.rid);
+        if (change instanceof Promise) {
+          return this.#later(s, req.id, change, true, "empty");
+        }
+        this.#apply(change);
         s.reply(req.id, {});
         return;
       }
       case "unready": {
-        const change = reg.unready(s, req.rid);
+        const change = store.unready(s, req.rid);
+        if (change instanceof Promise) {
+          return this.#later(s, req.id, change, false, "empty");
+        }
         s.reply(req.id, {});
         this.#apply(change);
         return;
       }
       case "assume": {
-        const change = reg.assume(
+        const change = store.assume(
           s,
           this.#input(s, req),
           req.port,
           req.ready === false ? { ready: false } : {},
         );
+        if (change instanceof Promise) {
+          return this.#later(s, req.id, change, true, "record");
+        }
         this.#apply(change);
         s.reply(req.id, change.record);
         return;
       }
       case "evict": {
-        const change = reg.evict(req.host, req.port);
+        const change = store.evict(req.host, req.port);
+        if (change instanceof Promise) {
+          return this.#later(s, req.id, change, false, "record");
+        }
         s.reply(req.id, change.record);
         this.#apply(change);
         return;
       }
       case "free": {
         const change = req.rid !== undefined
-          ? reg.free(s, { id: req.rid })
-          : reg.free(s, { host: s.host, port: req.port! });
+          ? store.free(s, { id: req.rid })
+          : store.free(s, { host: s.host, port: req.port! });
+        if (change instanceof Promise) {
+          return this.#later(s, req.id, change, false, "record");
+        }
         s.reply(req.id, change.record);
         this.#apply(change);
         return;
@@ -751,7 +833,7 @@ class SeaportServer implements Server {
   }
 
   #checkRegs(s: Session): void {
-    if (this.#registry.countOf(s) >= this.#limits.regs) {
+    if (this.#store.countOf(s) >= this.#limits.regs) {
       throw new RegistryError(
         "LIMIT",
         `Too many registrations: at most ${this.#limits.regs} per connection`,

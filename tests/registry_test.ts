@@ -361,3 +361,59 @@ test("hostPort brackets IPv6 hosts", () => {
   assert.equal(hostPort({ host: "::1", port: 80 }), "[::1]:80");
   assert.equal(hostPort({ host: "web.local", port: 1 }), "web.local:1");
 });
+
+test("hold keeps a registration made elsewhere under its own id, replacing the port's holder", () => {
+  const r = new Registry<string, string>();
+  assert.equal(r.wait("w", "", "web", "get-1"), undefined);
+  const local = r.allocate("o", input("db@1.0.0"), { port: 5000 });
+  const held = r.hold("remote", input("web@1.2.3"), "x-1", 5000, {
+    ready: true,
+    kind: "allocate",
+  });
+  assert.equal(held.record?.id, "x-1");
+  assert.deepEqual(held.events.map((e) => [e.type, e.record.id]), [
+    ["allocate", "x-1"],
+  ]);
+  assert.equal(held.woken.length, 1, "a waiting get wakes");
+  assert.equal(r.countOf("o"), 0, "the reservation it replaced is gone");
+  assert.equal(r.holder("10.0.0.1", 5000)?.owner, "remote");
+  assert.notEqual(r.holder("10.0.0.1", 5000)?.record, local);
+  // the same registration again: only its visibility changes
+  const hidden = r.hold("remote", input("web@1.2.3"), "x-1", 5000, {
+    ready: false,
+    kind: "allocate",
+  });
+  assert.deepEqual(hidden.events.map((e) => [e.type, e.unready]), [
+    ["free", true],
+  ]);
+  assert.equal(r.query("", "web").length, 0);
+  assert.equal(r.holder("10.0.0.1", 5000)?.ready, false);
+  const again = r.hold("remote", input("web@1.2.3"), "x-1", 5000, {
+    ready: false,
+    kind: "allocate",
+  });
+  assert.deepEqual(again.events, [], "nothing changed, nothing fired");
+  const assumed = r.hold("other", input("web@2.0.0"), "y-1", 5000, {
+    ready: true,
+    kind: "assume",
+  });
+  assert.deepEqual(assumed.events.map((e) => [e.type, e.record.id]), [
+    ["free", "x-1"],
+    ["assume", "y-1"],
+  ]);
+  assert.equal(r.size, 1);
+});
+
+test("peek skips the ports it is told to exclude", () => {
+  const r = new Registry<string>({ range: { "*": [5000, 5002] } });
+  assert.equal(r.peek("h", new Set([5000, 5001])), 5002);
+  assert.equal(r.peek("h", new Set([5000, 5001, 5002])), undefined);
+  assert.equal(r.holder("h", 5000), undefined);
+});
+
+test("start places the first pick of each host's range", () => {
+  const r = new Registry<string>({ range: { "*": [5000, 5009] }, start: 0.5 });
+  assert.equal(r.allocate("o", input("web")).port, 5005);
+  assert.equal(r.peek("10.0.0.1"), 5006);
+  assert.throws(() => new Registry({ start: 1 }), RangeError);
+});

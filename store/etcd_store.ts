@@ -1,0 +1,903 @@
+/**
+ * The etcd store: several seaport servers as one registry. Every change is
+ * an etcd transaction; each server keeps the same pure {@linkcode Registry}
+ * as its local view, fed by a watch, so queries, waiting gets and events stay
+ * local.
+ *
+ * Keys under the prefix `P` (default `/seaport/`): `P/ports/<host>/<port>`
+ * holds one registration as JSON (its record, the client's `session`, the
+ * `server` that serves it now, `ready` and `kind`), attached to the lease of
+ * that server. One lease per server, kept alive every TTL / 3: idle clients
+ * cost etcd nothing.
+ *
+ * - A claim is a txn comparing the key's mod revision with what this server
+ *   saw (0: absent), never a read-then-write; a failed compare brings the
+ *   key's holder into the view, and an allocation picks again.
+ * - Every later write (ready, unready, free, takeover) compares the mod
+ *   revision this server last saw: a late write of a server that lost the
+ *   key never wins.
+ * - A successful write is applied to the view at once (a client reads its
+ *   own writes); the watch's echo of it is skipped by revision.
+ * - A compacted or broken watch: read the range again at a new revision R,
+ *   apply the difference, watch from R + 1.
+ *
+ * @module
+ */
+import {
+  createEtcdClient,
+  type EtcdClient,
+  EtcdError,
+  type KeyValue,
+  type Watch,
+} from "./etcd/mod.ts";
+import { RegistryError, SeaportError } from "../errors.ts";
+import {
+  type ChangeResult,
+  DEFAULT_RANGE,
+  type Meta,
+  parseRole,
+  type RangeOption,
+  type RegistrationInput,
+  Registry,
+  type RegistryOptions,
+} from "../registry.ts";
+import type { Store, StoreOwner } from "./mod.ts";
+
+/**
+ * Options of the etcd store (`createServer({ etcd })`). Every server of one
+ * registry names the same endpoints (or some of them) and prefix, and has
+ * the same secret.
+ */
+export interface EtcdStoreOptions {
+  /**
+   * The etcd members' client URLs (`http://h:2379` or `https://…`): an array
+   * or one comma-separated string.
+   */
+  endpoints: string | readonly string[];
+  /** The key prefix of this registry, so several can share one etcd. Default: `/seaport/`. */
+  prefix?: string;
+  /** A user to authenticate to etcd as. */
+  username?: string;
+  /** The user's password. */
+  password?: string;
+  /** A CA certificate (PEM) to trust for `https://` endpoints. */
+  ca?: string;
+  /**
+   * Seconds the server's lease lives without a keep-alive: registrations of
+   * a server that died and of its clients that never come back are freed
+   * within it. Default: the server's `timeout`, in seconds.
+   */
+  leaseTtl?: number;
+  /**
+   * Milliseconds every etcd request may take, failover included; a write
+   * past it fails with `UNAVAILABLE`. Default: 5000.
+   */
+  requestTimeout?: number;
+}
+
+/** What the server adds to the options. */
+export interface EtcdStoreSetup extends RegistryOptions {
+  /** The lease TTL when the options give none, in seconds. */
+  leaseTtl: number;
+  /** The server's lease ended: its registrations are gone from etcd. */
+  onLeaseLost: () => void;
+}
+
+/** One registration as etcd holds it. */
+interface Stored {
+  id: string;
+  host: string;
+  port: number;
+  role: string;
+  env: string;
+  meta?: Meta;
+  session: string;
+  server: string;
+  ready: boolean;
+  kind: "allocate" | "assume";
+}
+
+interface Known {
+  /** The key's mod revision (or the revision of its delete). */
+  rev: number;
+  /** Its value; `undefined` once this server deleted it. */
+  value: Stored | undefined;
+}
+
+/** A client connection of this server. */
+class Local {
+  /** Registration id → key. */
+  readonly keys = new Map<string, string>();
+  dropped = false;
+  constructor(readonly sid: string) {}
+}
+
+type Result<T> = ChangeResult<T>;
+
+/** A claim waiting for its batch. */
+interface Claim<T> {
+  st: Local;
+  key: string;
+  value: Stored;
+  resolve: (c: Result<T> | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
+function parse(text: string): Stored | undefined {
+  try {
+    const v = JSON.parse(text) as Stored;
+    if (
+      typeof v === "object" && v !== null && typeof v.id === "string" &&
+      typeof v.host === "string" && Number.isInteger(v.port) &&
+      typeof v.role === "string" && typeof v.env === "string" &&
+      typeof v.session === "string" && typeof v.server === "string"
+    ) return v;
+  } catch {
+    // not ours
+  }
+  return undefined;
+}
+
+function merge<T>(into: { events: unknown[]; woken: unknown[] }, c: Result<T>) {
+  into.events.push(...c.events);
+  into.woken.push(...c.woken);
+}
+
+const NOTHING = Object.freeze({ events: [], woken: [] });
+
+/** The registry of several servers, kept in etcd. */
+export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
+  readonly #reg: Registry<O | string, T>;
+  readonly #etcd: EtcdClient;
+  readonly #ports: string;
+  readonly #prefix: string;
+  readonly #server: string;
+  readonly #newId: () => string;
+  readonly #ttl: number;
+  readonly #range: RangeOption;
+  readonly #onLeaseLost: () => void;
+  #lease = "";
+  #keys = new Map<string, Known>();
+  #holders = new Map<string, Local>();
+  #locals = new Map<O, Local>();
+  #sids = new Map<string, Local>();
+  #inflight = new Map<string, Set<number>>();
+  #retry = new Set<string>();
+  /** Registration ids being written now, and by whom. */
+  #writing = new Map<string, Local>();
+  /**
+   * Ids of new registrations whose write failed without an answer (it may
+   * still take effect): freed wherever they turn up.
+   */
+  #abandoned = new Set<string>();
+  /** Claims of this turn, sent together. */
+  #batch: Claim<T>[] | undefined;
+  /** Claim txns in flight. */
+  #claiming = 0;
+  #onChange: (c: Result<T>) => void = () => {};
+  #closed = false;
+  #watch: Watch | undefined;
+  #loop: Promise<void> | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #tick: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  /** How many times the view was read again after a watch ended. */
+  resyncs = 0;
+  /** When the watch last delivered something (ms since the epoch). */
+  lastHeard = 0;
+
+  constructor(options: EtcdStoreOptions, setup: EtcdStoreSetup) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`Option "etcd" must be an object`);
+    }
+    const prefix = options.prefix ?? "/seaport/";
+    if (typeof prefix !== "string" || prefix === "") {
+      throw new TypeError(`Option "etcd.prefix" must be a non-empty string`);
+    }
+    this.#prefix = prefix.endsWith("/") ? prefix : prefix + "/";
+    this.#ports = this.#prefix + "ports/";
+    const ttl = options.leaseTtl ?? setup.leaseTtl;
+    if (!Number.isInteger(ttl) || ttl < 1) {
+      throw new RangeError(
+        `Option "etcd.leaseTtl" must be a positive integer (seconds), got ${ttl}`,
+      );
+    }
+    this.#ttl = ttl;
+    this.#etcd = createEtcdClient({
+      endpoints: options.endpoints,
+      ...(options.requestTimeout !== undefined
+        ? { requestTimeout: options.requestTimeout }
+        : {}),
+      ...(options.username !== undefined ? { username: options.username } : {}),
+      ...(options.password !== undefined ? { password: options.password } : {}),
+      ...(options.ca !== undefined ? { ca: options.ca } : {}),
+    });
+    this.#reg = new Registry<O | string, T>({ ...setup, start: Math.random() });
+    this.#range = setup.range ?? { "*": DEFAULT_RANGE };
+    this.#server = crypto.randomUUID();
+    // Ids unique across servers: a random prefix per server run.
+    const run = crypto.randomUUID().slice(0, 8);
+    let n = 0;
+    this.#newId = () => `${run}-${(++n).toString(36)}`;
+    this.#onLeaseLost = setup.onLeaseLost;
+  }
+
+  get view(): Registry<O, T> {
+    return this.#reg as unknown as Registry<O, T>;
+  }
+
+  /** This server's id in etcd. */
+  get server(): string {
+    return this.#server;
+  }
+
+  async open(onChange: (change: Result<T>) => void): Promise<void> {
+    this.#onChange = onChange;
+    this.#lease = (await this.#etcd.lease.grant(this.#ttl)).id;
+    const rev = await this.#resync();
+    let ready: (ok: boolean) => void = () => {};
+    const started = new Promise<boolean>((r) => ready = r);
+    this.#loop = this.#run(rev, ready);
+    await started;
+    this.#schedule();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#wake?.();
+    await this.#tick;
+    await this.#watch?.close();
+    await this.#loop;
+    if (this.#lease !== "") {
+      await this.#etcd.lease.revoke(this.#lease).catch(() => {});
+    }
+    await this.#etcd.close();
+  }
+
+  countOf(owner: O): number {
+    return this.#locals.get(owner)?.keys.size ?? 0;
+  }
+
+  allocate(
+    owner: O,
+    input: RegistrationInput,
+    options: {
+      port?: number | undefined;
+      exclude?: readonly number[] | undefined;
+      ready?: boolean | undefined;
+    },
+  ): Promise<Result<T>> {
+    parseRole(input.role);
+    const st = this.#local(owner);
+    const ready = options.ready === true;
+    if (options.port !== undefined) {
+      return this.#claimPort(st, input, options.port, ready);
+    }
+    return this.#claimAny(st, input, options.exclude, ready);
+  }
+
+  async #claimPort(
+    st: Local,
+    input: RegistrationInput,
+    port: number,
+    ready: boolean,
+  ): Promise<Result<T>> {
+    const key = this.#key(input.host, port);
+    const taken = () =>
+      new RegistryError(
+        "PORT_TAKEN",
+        `Cannot reserve port ${port} on ${input.host} for "${input.role}": it is held by another registration`,
+      );
+    const known = this.#keys.get(key);
+    let id: string | undefined;
+    if (known?.value !== undefined) {
+      // The session's own registration, held through another server (or a
+      // connection of it that has not ended yet): take it over.
+      if (known.value.session !== st.sid) throw taken();
+      id = this.#same(known.value, input) ? known.value.id : undefined;
+    }
+    const c = await this.#put(
+      st,
+      key,
+      known?.value === undefined ? 0 : known.rev,
+      this.#value(st, input, id ?? this.#newId(), port, ready, "allocate"),
+    );
+    if (c === undefined) throw taken();
+    return c;
+  }
+
+  async #claimAny(
+    st: Local,
+    input: RegistrationInput,
+    exclude: readonly number[] | undefined,
+    ready: boolean,
+  ): Promise<Result<T>> {
+    const host = input.host;
+    let busy = this.#inflight.get(host);
+    if (busy === undefined) this.#inflight.set(host, busy = new Set());
+    const [low, high] = this.#range[host] ?? this.#range["*"] ?? DEFAULT_RANGE;
+    for (let attempt = 0;; attempt++) {
+      const skip = new Set(busy);
+      for (const p of exclude ?? []) skip.add(p);
+      const port = this.#reg.peek(host, skip);
+      if (port === undefined || attempt > high - low + 100) {
+        throw new RegistryError(
+          "RANGE_EXHAUSTED",
+          `Cannot allocate a port for "${input.role}": range ${low}-${high} on ${host} is exhausted`,
+        );
+      }
+      busy.add(port);
+      try {
+        const c = await this.#claim(
+          st,
+          this.#key(host, port),
+          this.#value(st, input, this.#newId(), port, ready, "allocate"),
+        );
+        if (c !== undefined) return c;
+      } finally {
+        busy.delete(port);
+      }
+    }
+  }
+
+  ready(owner: O, id: string): Result<T> | Promise<Result<T>> {
+    return this.#visibility(owner, id, true);
+  }
+
+  unready(owner: O, id: string): Result<T> | Promise<Result<T>> {
+    return this.#visibility(owner, id, false);
+  }
+
+  #visibility(
+    owner: O,
+    id: string,
+    ready: boolean,
+  ): Result<T> | Promise<Result<T>> {
+    const st = this.#locals.get(owner);
+    const key = st?.keys.get(id);
+    const known = key === undefined ? undefined : this.#keys.get(key);
+    const what = ready ? "mark ready" : "mark not ready";
+    const missing = () =>
+      new RegistryError(
+        "NOT_FOUND",
+        `Cannot ${what} "${id}": no such registration on this connection`,
+      );
+    if (
+      st === undefined || key === undefined || known?.value === undefined ||
+      known.value.id !== id
+    ) throw missing();
+    if (known.value.ready === ready) {
+      const h = this.#reg.holder(known.value.host, known.value.port);
+      return { ...(h ? { record: h.record } : {}), events: [], woken: [] };
+    }
+    const value = { ...known.value, ready, server: this.#server };
+    return this.#put(st, key, known.rev, value).then((c) => {
+      if (c === undefined) throw missing();
+      return c;
+    });
+  }
+
+  async assume(
+    owner: O,
+    input: RegistrationInput,
+    port: number,
+    options: { ready?: boolean },
+  ): Promise<Result<T>> {
+    parseRole(input.role);
+    const st = this.#local(owner);
+    const key = this.#key(input.host, port);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const known = this.#keys.get(key);
+      const mine = known?.value !== undefined &&
+        known.value.session === st.sid && this.#same(known.value, input);
+      const value = this.#value(
+        st,
+        input,
+        mine ? known!.value!.id : this.#newId(),
+        port,
+        options.ready !== false,
+        "assume",
+      );
+      const c = await this.#put(
+        st,
+        key,
+        known?.value === undefined ? 0 : known.rev,
+        value,
+      );
+      if (c !== undefined) return c;
+    }
+    throw new SeaportError(
+      "STORE",
+      `Cannot assume port ${port} on ${input.host}: it kept changing`,
+    );
+  }
+
+  async evict(host: string, port: number): Promise<Result<T>> {
+    const key = this.#key(host, port);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const known = this.#keys.get(key);
+      if (known?.value === undefined) break;
+      const c = await this.#delete(key, known.rev);
+      if (c !== undefined) return c;
+    }
+    throw new RegistryError(
+      "NOT_FOUND",
+      `Cannot free port ${port} on ${host}: no registration holds it`,
+    );
+  }
+
+  async free(
+    owner: O,
+    target: { id: string } | { host: string; port: number },
+  ): Promise<Result<T>> {
+    const st = this.#locals.get(owner);
+    const key = "id" in target
+      ? st?.keys.get(target.id)
+      : this.#key(target.host, target.port);
+    const known = key === undefined ? undefined : this.#keys.get(key);
+    const missing = () => {
+      const what = "id" in target
+        ? `"${target.id}"`
+        : `port ${target.port} on ${target.host}`;
+      return new RegistryError(
+        "NOT_FOUND",
+        `Cannot free ${what}: no such registration on this connection`,
+      );
+    };
+    if (
+      st === undefined || key === undefined || known?.value === undefined ||
+      this.#holders.get(key) !== st
+    ) throw missing();
+    const c = await this.#delete(key, known.rev);
+    if (c === undefined) throw missing();
+    return c;
+  }
+
+  drop(owner: O): Result<T> | Promise<Result<T>> {
+    const waits = this.#reg.dropOwner(owner);
+    const st = this.#locals.get(owner);
+    if (st === undefined) return waits;
+    this.#locals.delete(owner);
+    st.dropped = true;
+    if (this.#sids.get(st.sid) === st) this.#sids.delete(st.sid);
+    if (st.keys.size === 0) return waits;
+    const out = { events: [...waits.events], woken: [...waits.woken] };
+    return Promise.all([...st.keys.values()].map((key) => this.#release(key)))
+      .then((changes) => {
+        for (const c of changes) merge(out, c);
+        return out;
+      });
+  }
+
+  /** Deletes a key of a dropped session; on failure, tries again later. */
+  async #release(key: string): Promise<Result<T>> {
+    const known = this.#keys.get(key);
+    if (this.#holders.get(key)?.dropped !== true || known === undefined) {
+      return NOTHING;
+    }
+    try {
+      return await this.#delete(key, known.rev) ?? NOTHING;
+    } catch {
+      this.#retry.add(key);
+      return NOTHING;
+    }
+  }
+
+  #local(owner: O): Local {
+    let st = this.#locals.get(owner);
+    if (st === undefined) {
+      st = new Local(owner.sid !== "" ? owner.sid : crypto.randomUUID());
+      this.#locals.set(owner, st);
+      this.#sids.set(st.sid, st);
+    }
+    return st;
+  }
+
+  #key(host: string, port: number): string {
+    return `${this.#ports}${encodeURIComponent(host)}/${port}`;
+  }
+
+  #same(v: Stored, input: RegistrationInput): boolean {
+    const role = parseRole(input.role);
+    const was = parseRole(v.role);
+    return was.name === role.name && was.version === role.version &&
+      v.env === input.env &&
+      JSON.stringify(v.meta ?? null) === JSON.stringify(input.meta ?? null);
+  }
+
+  #value(
+    st: Local,
+    input: RegistrationInput,
+    id: string,
+    port: number,
+    ready: boolean,
+    kind: "allocate" | "assume",
+  ): Stored {
+    const v: Stored = {
+      id,
+      host: input.host,
+      port,
+      role: input.role,
+      env: input.env,
+      session: st.sid,
+      server: this.#server,
+      ready,
+      kind,
+    };
+    if (input.meta !== undefined) v.meta = input.meta;
+    return v;
+  }
+
+  /**
+   * Writes `value` if the key's mod revision is still `seen` (0: absent).
+   * Returns the change to the view, or `undefined` when the compare failed
+   * (the key's holder is then in the view).
+   */
+  async #put(
+    st: Local,
+    key: string,
+    seen: number,
+    value: Stored,
+  ): Promise<Result<T> | undefined> {
+    const fresh = this.#keys.get(key)?.value?.id !== value.id;
+    this.#writing.set(value.id, st);
+    let r;
+    try {
+      r = await this.#etcd.kv.txn({
+        compare: [{ key, target: "mod", result: "=", value: seen }],
+        success: [{
+          op: "put",
+          key,
+          value: JSON.stringify(value),
+          lease: this.#lease,
+        }],
+        failure: [{ op: "get", key }],
+      });
+    } catch (err) {
+      // No answer: it may take effect yet. A new registration the client
+      // was told failed must not appear: free it wherever it turns up.
+      if (fresh) {
+        this.#abandoned.add(value.id);
+        if (this.#keys.get(key)?.value?.id === value.id) this.#ghost(key);
+      }
+      throw err;
+    } finally {
+      this.#writing.delete(value.id);
+    }
+    if (!r.succeeded) {
+      this.#learnFailed(key, r);
+      return undefined;
+    }
+    return this.#landed(st, key, r.header.revision, value);
+  }
+
+  /** A write of `value` took effect at revision `rev`: the view learns it. */
+  async #landed(
+    st: Local,
+    key: string,
+    rev: number,
+    value: Stored,
+  ): Promise<Result<T>> {
+    let c = this.#learn(key, rev, value, st);
+    if (c.record === undefined) {
+      // The watch delivered it first (and its events went out with it).
+      const h = this.#reg.holder(value.host, value.port);
+      if (h?.record.id === value.id) c = { record: h.record, ...NOTHING };
+    }
+    if (st.dropped) {
+      // the session ended while this was in flight
+      const out = { events: [...c.events], woken: [...c.woken] };
+      merge(out, await this.#release(key));
+      return { ...(c.record ? { record: c.record } : {}), ...out };
+    }
+    return c;
+  }
+
+  /**
+   * Claims a free port's key. A claim goes at once when no claim txn is in
+   * flight; the claims that arrive meanwhile go together
+   * as one txn (up to 100), each compared on its key's absence. When one
+   * compare fails, the whole txn does nothing and each is tried alone.
+   */
+  #claim(
+    st: Local,
+    key: string,
+    value: Stored,
+  ): Promise<Result<T> | undefined> {
+    return new Promise((resolve, reject) => {
+      (this.#batch ??= []).push({ st, key, value, resolve, reject });
+      if (this.#claiming < 1) this.#flush();
+    });
+  }
+
+  #flush(): void {
+    const all = this.#batch ?? [];
+    this.#batch = undefined;
+    for (let i = 0; i < all.length; i += 100) {
+      const part = all.slice(i, i + 100);
+      this.#claiming++;
+      const sent = part.length === 1
+        ? this.#put(part[0]!.st, part[0]!.key, 0, part[0]!.value).then(
+          part[0]!.resolve,
+          part[0]!.reject,
+        )
+        : this.#claimAll(part);
+      sent.finally(() => {
+        this.#claiming--;
+        if (this.#batch !== undefined && this.#claiming < 1) this.#flush();
+      });
+    }
+  }
+
+  async #claimAll(part: Claim<T>[]): Promise<void> {
+    for (const c of part) this.#writing.set(c.value.id, c.st);
+    let r;
+    try {
+      r = await this.#etcd.kv.txn({
+        compare: part.map((c) => ({
+          key: c.key,
+          target: "mod" as const,
+          result: "=" as const,
+          value: 0,
+        })),
+        success: part.map((c) => ({
+          op: "put" as const,
+          key: c.key,
+          value: JSON.stringify(c.value),
+          lease: this.#lease,
+        })),
+      });
+    } catch (err) {
+      for (const c of part) {
+        this.#abandoned.add(c.value.id);
+        if (this.#keys.get(c.key)?.value?.id === c.value.id) this.#ghost(c.key);
+        c.reject(err);
+      }
+      return;
+    } finally {
+      for (const c of part) this.#writing.delete(c.value.id);
+    }
+    if (!r.succeeded) {
+      // someone took one of them: each alone, learning who
+      for (const c of part) {
+        this.#put(c.st, c.key, 0, c.value).then(c.resolve, c.reject);
+      }
+      return;
+    }
+    for (const c of part) {
+      this.#landed(c.st, c.key, r.header.revision, c.value).then(
+        c.resolve,
+        c.reject,
+      );
+    }
+  }
+
+  /** Deletes the key if its mod revision is still `seen`. */
+  async #delete(key: string, seen: number): Promise<Result<T> | undefined> {
+    const v = this.#keys.get(key)?.value;
+    const before = v && this.#reg.holder(v.host, v.port)?.record;
+    const r = await this.#etcd.kv.txn({
+      compare: [{ key, target: "mod", result: "=", value: seen }],
+      success: [{ op: "delete", key }],
+      failure: [{ op: "get", key }],
+    });
+    if (!r.succeeded) {
+      this.#learnFailed(key, r);
+      return undefined;
+    }
+    this.#retry.delete(key);
+    const c = this.#learn(key, r.header.revision, undefined);
+    // The watch may have delivered it first (and its events went out with it).
+    if (c.record === undefined && before !== undefined) {
+      return { record: before, ...NOTHING };
+    }
+    return c;
+  }
+
+  #learnFailed(
+    key: string,
+    r: { header: { revision: number }; responses: { op: string }[] },
+  ): void {
+    const got = r.responses[0] as { op: string; kvs?: KeyValue[] } | undefined;
+    const kv = got?.kvs?.[0];
+    const c = kv === undefined
+      ? this.#learn(key, r.header.revision, undefined)
+      : this.#learn(key, kv.modRevision, parse(kv.value));
+    this.#emit(c);
+  }
+
+  /**
+   * Applies what etcd holds at `key` as of revision `rev` to the view, unless
+   * the view already knows a newer state.
+   */
+  #learn(
+    key: string,
+    rev: number,
+    value: Stored | undefined,
+    st?: Local,
+  ): Result<T> {
+    const known = this.#keys.get(key);
+    if (known !== undefined && known.rev >= rev) return NOTHING;
+    const prev = known?.value;
+    const holder = this.#holders.get(key);
+    if (holder !== undefined && prev !== undefined) {
+      if (holder.keys.get(prev.id) === key) holder.keys.delete(prev.id);
+      this.#holders.delete(key);
+    }
+    this.#keys.set(key, { rev, value });
+    if (value === undefined) {
+      if (prev === undefined) return NOTHING;
+      const h = this.#reg.holder(prev.host, prev.port);
+      if (h === undefined || h.record.id !== prev.id) return NOTHING;
+      return this.#reg.evict(prev.host, prev.port);
+    }
+    if (value.server === this.#server) {
+      const mine = st ?? this.#writing.get(value.id) ??
+        this.#sids.get(value.session);
+      if (
+        mine !== undefined && !mine.dropped && !this.#abandoned.has(value.id)
+      ) {
+        mine.keys.set(value.id, key);
+        this.#holders.set(key, mine);
+      } else if (st === undefined) {
+        // Written by this server for a session that is gone, or a write
+        // that failed without an answer and took effect after all: free it.
+        this.#ghost(key, value);
+      }
+    }
+    try {
+      return this.#reg.hold(
+        value.session,
+        {
+          env: value.env,
+          role: value.role,
+          host: value.host,
+          meta: value.meta,
+        },
+        value.id,
+        value.port,
+        { ready: value.ready === true, kind: value.kind ?? "allocate" },
+      );
+    } catch {
+      return NOTHING; // a value no seaport wrote (a bad role)
+    }
+  }
+
+  /** Frees a key this server wrote for no live session, now or later. */
+  #ghost(key: string, value = this.#keys.get(key)?.value): void {
+    if (value === undefined) return;
+    this.#abandoned.delete(value.id);
+    const old = this.#holders.get(key);
+    if (old !== undefined) old.keys.delete(value.id);
+    const ghost = new Local(value.session);
+    ghost.dropped = true;
+    ghost.keys.set(value.id, key);
+    this.#holders.set(key, ghost);
+    this.#retry.add(key);
+    // try at once; on failure the keep-alive tick tries again
+    queueMicrotask(() => {
+      if (!this.#closed) this.#release(key).then((c) => this.#emit(c));
+    });
+  }
+
+  #emit(c: Result<T>): void {
+    if (c.events.length > 0 || c.woken.length > 0) this.#onChange(c);
+  }
+
+  /**
+   * Reads every registration at a new revision and applies the difference to
+   * the view (with its events). Returns the revision read.
+   */
+  async #resync(): Promise<number> {
+    const r = await this.#etcd.kv.get(this.#ports, { prefix: true });
+    const at = r.header.revision;
+    const out = { events: [] as unknown[], woken: [] as unknown[] };
+    const present = new Set<string>();
+    for (const kv of r.kvs) {
+      present.add(kv.key);
+      const v = parse(kv.value);
+      if (v !== undefined) merge(out, this.#learn(kv.key, kv.modRevision, v));
+    }
+    for (const [key, known] of [...this.#keys]) {
+      if (present.has(key) || known.rev > at) continue;
+      merge(out, this.#learn(key, at, undefined));
+      this.#keys.delete(key);
+    }
+    this.#emit(out as Result<T>);
+    this.lastHeard = Date.now();
+    return at;
+  }
+
+  /** The watch, from `rev` + 1, read again after every end. */
+  async #run(rev: number, started: (ok: boolean) => void): Promise<void> {
+    let first = true;
+    while (!this.#closed) {
+      const w = this.#etcd.watcher.watch(this.#ports, {
+        prefix: true,
+        startRevision: rev + 1,
+      });
+      this.#watch = w;
+      if (first) {
+        first = false;
+        w.ready.then(started);
+      }
+      try {
+        for await (const batch of w) {
+          this.lastHeard = Date.now();
+          for (const ev of batch.events) {
+            const key = ev.kv.key;
+            const at = ev.kv.modRevision;
+            if (ev.type === "put") {
+              const v = parse(ev.kv.value);
+              if (v !== undefined) this.#emit(this.#learn(key, at, v));
+            } else {
+              this.#emit(this.#learn(key, at, undefined));
+              const known = this.#keys.get(key);
+              if (known?.value === undefined && known!.rev <= at) {
+                this.#keys.delete(key);
+              }
+            }
+          }
+        }
+      } catch {
+        // ended: read again below
+      }
+      this.#watch = undefined;
+      started(false);
+      if (this.#closed) break;
+      while (!this.#closed) {
+        try {
+          rev = await this.#resync();
+          this.resyncs++;
+          break;
+        } catch {
+          await this.#sleep(250);
+        }
+      }
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.#wake = done;
+    });
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#tick = this.#keepAlive().finally(() => this.#schedule());
+    }, Math.max(100, Math.floor(this.#ttl * 1000 / 3)));
+  }
+
+  /** Keeps the lease alive and frees what dropped sessions left. */
+  async #keepAlive(): Promise<void> {
+    try {
+      await this.#etcd.lease.keepAliveOnce(this.#lease);
+    } catch (err) {
+      if (err instanceof EtcdError && err.leaseNotFound && !this.#closed) {
+        // Expired (etcd unreachable past the TTL): etcd freed everything
+        // this server held. A new lease, and the clients assert again.
+        try {
+          this.#lease = (await this.#etcd.lease.grant(this.#ttl)).id;
+          this.#onLeaseLost();
+        } catch {
+          // next time
+        }
+      }
+      return;
+    }
+    for (const key of [...this.#retry]) {
+      if (this.#closed) return;
+      this.#emit(await this.#release(key));
+      if (this.#holders.get(key)?.dropped !== true) this.#retry.delete(key);
+    }
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * Several seaport servers as one registry on a real etcd member: what a
+ * change through one server does on the others (queries, waiting gets,
+ * events, show), atomic claims racing across servers, sessions that end,
+ * and a watch that breaks while etcd compacts. The servers run in this
+ * process here; tests/etcd_failover_test.ts kills real server processes.
+ *
+ * @module
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect, createServer } from "../mod.ts";
+import type { Ports, Server, ServerOptions, ServiceRecord } from "../mod.ts";
+import { createEtcdClient } from "../store/etcd/mod.ts";
+import { main } from "../cli.ts";
+import { capture } from "./_cli.ts";
+import { etcdMissing, startEtcd } from "./_etcd.ts";
+import { fast, next, until, within } from "./_helpers.ts";
+import { greeted, raw } from "./_raw.ts";
+import { defaultTransport } from "../transport.ts";
+
+const skip = etcdMissing;
+
+let prefixes = 0;
+
+/** `n` servers on the same etcd and prefix, disposed together. */
+async function servers(
+  endpoints: string[],
+  n: number,
+  options: Omit<ServerOptions, "etcd"> = {},
+  etcd: Partial<NonNullable<ServerOptions["etcd"]>> = {},
+) {
+  const prefix = `/t${++prefixes}-${Date.now().toString(36)}/`;
+  const list: Server[] = [];
+  const clients: Ports[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = createServer({
+      ...options,
+      etcd: { endpoints, prefix, requestTimeout: 2000, ...etcd },
+    });
+    await s.listen(0, "127.0.0.1");
+    list.push(s);
+  }
+  return {
+    prefix,
+    servers: list,
+    client(i: number, opts = {}) {
+      const c = connect("127.0.0.1", list[i]!.addr!.port, { ...fast, ...opts });
+      clients.push(c);
+      return c;
+    },
+    async [Symbol.asyncDispose]() {
+      await Promise.all(clients.map((c) => c.close()));
+      await Promise.all(list.map((s) => s.close()));
+    },
+  };
+}
+
+const ports = (rs: readonly ServiceRecord[]) => rs.map((r) => r.port).sort();
+
+test(
+  "several servers on one etcd member serve one registry",
+  { skip },
+  async (t) => {
+    await using etcd = await startEtcd();
+
+    await t.test("a service registered through A is answered by B's query, wakes a get() waiting on B, fires B's events and is in B's show", async () => {
+      await using reg = await servers(etcd.endpoints, 2);
+      const b = reg.client(1);
+      const waiting = b.get("web@1.x");
+      const events: string[] = [];
+      b.on("allocate", (r) => events.push(`allocate ${r.role} ${r.port}`));
+      b.on("free", (r) => events.push(`free ${r.role} ${r.port}`));
+      await b.query("nothing"); // the subscription is made
+      const a = reg.client(0);
+      const port = await a.service("web@1.2.3", { zone: "eu" });
+      const [woken] = await within(waiting, 3000, "B's get() to wake");
+      assert.equal(woken?.port, port);
+      assert.equal(woken?.zone, "eu");
+      assert.deepEqual(ports(await b.query("web")), [port]);
+      assert.deepEqual(ports(reg.servers[1]!.query("web")), [port]);
+      const shown = capture();
+      assert.equal(
+        await main(
+          [`127.0.0.1:${reg.servers[1]!.addr!.port}`, "show"],
+          shown.io,
+        ),
+        0,
+        shown.err(),
+      );
+      assert.deepEqual(
+        JSON.parse(shown.out()).map((r: ServiceRecord) => [r.role, r.port]),
+        [["web", port]],
+      );
+      await until(() => events.length === 1, "B's allocate event");
+      await a.free(port);
+      await until(() => events.length === 2, "B's free event");
+      assert.deepEqual(events, [`allocate web ${port}`, `free web ${port}`]);
+      assert.deepEqual(await b.query("web"), []);
+    });
+
+    await t.test("a client reads its own writes through its server, and a change through A reaches B within one watch delivery", async () => {
+      await using reg = await servers(etcd.endpoints, 2);
+      const a = reg.client(0);
+      const b = reg.client(1);
+      for (let i = 0; i < 20; i++) {
+        const port = await a.service(`svc${i}`);
+        // through A at once: A applied its own write before answering
+        assert.deepEqual(ports(await a.query(`svc${i}`)), [port]);
+        const seen = performance.now();
+        const [r] = await b.get(`svc${i}`);
+        assert.equal(r?.port, port);
+        assert.ok(performance.now() - seen < 1000);
+      }
+    });
+
+    await t.test("two servers with 50 clients each racing for 20 ports: never a port twice, the rest RANGE_EXHAUSTED", async () => {
+      await using reg = await servers(etcd.endpoints, 2, {
+        range: { "*": [41000, 41019] },
+      });
+      const clients = Array.from(
+        { length: 100 },
+        (_, i) => reg.client(i % 2, { probe: false }),
+      );
+      const results = await Promise.allSettled(
+        clients.map((c, i) => c.service(`race${i}`)),
+      );
+      const won = results.flatMap((r) =>
+        r.status === "fulfilled" ? [r.value] : []
+      );
+      const lost = results.flatMap((r) =>
+        r.status === "rejected" ? [r.reason] : []
+      );
+      assert.equal(won.length, 20, "every port is taken once");
+      assert.equal(new Set(won).size, 20, "never a port twice");
+      assert.equal(lost.length, 80);
+      for (const err of lost) {
+        assert.equal(err.code, "RANGE_EXHAUSTED");
+        assert.match(
+          err.message,
+          /range 41000-41019 on 127\.0\.0\.1 is exhausted/,
+        );
+      }
+      for (const s of reg.servers) {
+        await until(() => s.query().length === 20, "both views to hold 20");
+        assert.deepEqual(
+          ports(s.query()),
+          Array.from({ length: 20 }, (_, i) => 41000 + i),
+        );
+      }
+    });
+
+    await t.test("a client that closes, or whose connection breaks, is freed at once on every server", async () => {
+      await using reg = await servers(etcd.endpoints, 2);
+      const a = reg.client(0);
+      const b = reg.client(1);
+      await a.service("leaving");
+      await b.get("leaving");
+      const freed = next<[ServiceRecord]>(reg.servers[1]!, "free", 3000);
+      await a.close();
+      assert.equal((await freed)[0].role, "leaving");
+      assert.deepEqual(reg.servers[1]!.query("leaving"), []);
+      // a raw connection that just goes away
+      const t0 = defaultTransport();
+      const r = await greeted(t0, reg.servers[0]!.addr!.port);
+      await r.json({ id: 1, op: "allocate", role: "crash", ready: true });
+      await r.next();
+      await b.get("crash");
+      const gone = next<[ServiceRecord]>(reg.servers[1]!, "free", 3000);
+      r.close();
+      assert.equal((await gone)[0].role, "crash");
+    });
+
+    await t.test("a session that comes back through another server with its hello session id takes its registrations over on the same ports", async () => {
+      await using reg = await servers(etcd.endpoints, 2);
+      const t0 = defaultTransport();
+      const hello = { id: 0, op: "hello", v: 1, session: "s-takeover-1" };
+      const first = await raw(t0, reg.servers[0]!.addr!.port);
+      await first.json(hello);
+      await first.next();
+      await first.json({ id: 1, op: "allocate", role: "kept" });
+      const held = (await first.next()).result as ServiceRecord;
+      // another session is refused the port through B
+      const other = await greeted(t0, reg.servers[1]!.addr!.port);
+      await other.json({ id: 1, op: "allocate", role: "x", port: held.port });
+      const refused = await other.next();
+      assert.equal((refused.error as { code: string }).code, "PORT_TAKEN");
+      // the same session through B, before A noticed anything
+      const second = await raw(t0, reg.servers[1]!.addr!.port);
+      await second.json(hello);
+      await second.next();
+      await second.json({
+        id: 1,
+        op: "allocate",
+        role: "kept",
+        port: held.port,
+        ready: true,
+      });
+      const taken = (await second.next()).result as ServiceRecord;
+      assert.equal(taken.port, held.port);
+      assert.equal(taken.id, held.id, "the same registration, moved");
+      // A's late end of the old connection is fenced: the registration stays
+      first.close();
+      await first.closed;
+      await new Promise((r) => setTimeout(r, 300));
+      for (const s of reg.servers) {
+        assert.deepEqual(ports(s.query("kept")), [held.port]);
+      }
+      other.close();
+      second.close();
+      await second.closed;
+      await until(
+        () => reg.servers.every((s) => s.query("kept").length === 0),
+        "the registration freed when its session ends",
+      );
+    });
+
+    await t.test("B's HTTP side answers a service registered through A, and a blocking get through it wakes", async () => {
+      await using reg = await servers(etcd.endpoints, 1);
+      const b = createServer({
+        etcd: { endpoints: etcd.endpoints, prefix: reg.prefix },
+        http: { port: 0 },
+      });
+      await b.listen(0, "127.0.0.1");
+      try {
+        const base = `http://127.0.0.1:${b.httpAddr!.port}/v1/services/api`;
+        const waiting = fetch(`${base}?wait=5s`).then((r) =>
+          r.json() as Promise<ServiceRecord[]>
+        );
+        await new Promise((r) => setTimeout(r, 100)); // the wait is made
+        const port = await reg.client(0).service("api@2.0.0");
+        const woken = await within(waiting, 5000, "the HTTP wait");
+        assert.deepEqual(woken.map((r) => r.port), [port]);
+        const now = await (await fetch(base)).json() as ServiceRecord[];
+        assert.deepEqual(now.map((r) => r.port), [port]);
+      } finally {
+        await b.close();
+      }
+    });
+
+    await t.test("a broken watch resynchronises after etcd compacted its history: nothing lost, nothing invented", async () => {
+      // B reaches etcd only through a proxy the test can cut.
+      await using proxy = await cutProxy(etcd.endpoints[0]!);
+      await using reg = await servers(etcd.endpoints, 1);
+      const prefix = reg.prefix;
+      const b = createServer({
+        etcd: { endpoints: [proxy.url], prefix, requestTimeout: 1000 },
+      });
+      await b.listen(0, "127.0.0.1");
+      try {
+        const a = reg.client(0);
+        const stay = await a.service("stay");
+        const go = await a.service("go");
+        await until(() => b.query().length === 2, "B's view of both");
+        proxy.cut();
+        // while B is deaf: one goes, one comes, history is compacted
+        await a.free(go);
+        const come = await a.service("come");
+        const c = createEtcdClient({ endpoints: etcd.endpoints });
+        const { header } = await c.kv.get("/");
+        await c.kv.compact(header.revision);
+        await c.close();
+        assert.deepEqual(
+          ports(b.query()),
+          [go, stay].sort(),
+          "stale meanwhile",
+        );
+        const events: string[] = [];
+        b.on("allocate", (r) => events.push(`allocate ${r.role}`));
+        b.on("free", (r) => events.push(`free ${r.role}`));
+        proxy.restore();
+        await until(
+          () => ports(b.query()).join() === [come, stay].sort().join(),
+          "B's view to resynchronise",
+          8000,
+        );
+        assert.deepEqual(events.sort(), ["allocate come", "free go"]);
+        assert.deepEqual(
+          b.query().map((r) => r.role).sort(),
+          ["come", "stay"],
+        );
+      } finally {
+        await b.close();
+      }
+    });
+  },
+);
+
+/**
+ * A TCP proxy to `target` that the test can cut (every connection reset,
+ * new ones refused) and restore.
+ */
+async function cutProxy(target: string) {
+  const { createServer: netServer, connect: netConnect } = await import(
+    "node:net"
+  );
+  const url = new URL(target);
+  const sockets = new Set<import("node:net").Socket>();
+  let cut = false;
+  const server = netServer((client) => {
+    if (cut) return client.destroy();
+    const upstream = netConnect(Number(url.port), url.hostname);
+    sockets.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut() {
+      cut = true;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      cut = false;
+    },
+    async [Symbol.asyncDispose]() {
+      cut = true;
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
