@@ -98,6 +98,11 @@ const OPTIONS = {
     arg: "S",
     help: "seconds a dead server's registrations outlive it (default: 10)",
   },
+  "etcd-address": {
+    arg: "HOST:PORT",
+    help:
+      "where clients reach this server, told to the registry's other\nservers and their clients (default: --host, else this machine's name)",
+  },
   restart: {
     arg: "POLICY",
     help: "always, on-failure or never (default: always)",
@@ -190,6 +195,7 @@ and SIGTERM.`,
       "etcd-password-file",
       "etcd-ca",
       "etcd-lease-ttl",
+      "etcd-address",
     ],
     examples: [
       "seaport 9090",
@@ -387,6 +393,8 @@ export interface EtcdArgs {
   passwordFile: string | undefined;
   ca: string | undefined;
   leaseTtl: number | undefined;
+  /** `--etcd-address`: where clients reach this server. */
+  address: string | undefined;
 }
 
 /** A checked command line. */
@@ -655,7 +663,16 @@ export function parse(
           passwordFile,
           ca: opts.get("etcd-ca"),
           leaseTtl: int("etcd-lease-ttl", 1),
+          address: opts.get("etcd-address"),
         };
+        const address = opts.get("etcd-address");
+        if (address !== undefined) {
+          try {
+            parseAddress([address]);
+          } catch (err) {
+            throw fail(`Invalid --etcd-address: ${(err as Error).message}`);
+          }
+        }
       } else {
         const stray = [
           "etcd-prefix",
@@ -663,6 +680,7 @@ export function parse(
           "etcd-password-file",
           "etcd-ca",
           "etcd-lease-ttl",
+          "etcd-address",
         ].find((o) => opts.has(o));
         if (stray !== undefined) {
           throw fail(`--${stray} only applies with --etcd URLS`);

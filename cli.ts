@@ -193,6 +193,7 @@ function etcdOf(p: Parsed): Pick<ServerOptions, "etcd"> {
       ...(password !== undefined ? { password } : {}),
       ...(e.ca !== undefined ? { ca: readText(e.ca, "--etcd-ca") } : {}),
       ...(e.leaseTtl !== undefined ? { leaseTtl: e.leaseTtl } : {}),
+      ...(e.address !== undefined ? { address: e.address } : {}),
     },
   };
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { hostname as machineName } from "node:os";
 import { Emitter } from "./_emitter.ts";
 import { importSecret, newNonce, type SecretKey, verify } from "./_auth.ts";
 import { Outbox } from "./_outbox.ts";
@@ -36,6 +37,7 @@ import {
 import {
   type ChangeResult,
   DEFAULT_RANGE,
+  hostPort,
   type Meta,
   type RangeOption,
   type RegistrationInput,
@@ -115,8 +117,11 @@ export interface ServerOptions {
    * The client addresses (`"host:port"`) of the registry's live servers, sent
    * in every `hello` reply as `servers`: a client given one address learns the
    * others and fails over to them. For a registry of several servers on a
-   * shared store; without it the reply has no `servers`. Called once per
-   * handshake; a throw is reported as an `error` event and the list left out.
+   * shared store. Without it the reply has no `servers`, except on the etcd
+   * store, where it lists the registry's live servers (each one's
+   * `etcd.address`, read from etcd at every lease keep-alive). Called once
+   * per handshake; a throw is reported as an `error` event and the list left
+   * out.
    *
    * @example
    * ```ts
@@ -304,6 +309,8 @@ class SeaportServer implements Server {
   #http: HttpSide | undefined;
   #range: RangeOption;
   #announce: (() => readonly string[]) | undefined;
+  /** The `etcd.address` option: where clients reach this server. */
+  #etcdAddress: string | undefined;
 
   constructor(opts: ServerOptions) {
     this.#tls = opts.tls;
@@ -311,6 +318,7 @@ class SeaportServer implements Server {
       throw new TypeError(`Option "announce" must be a function`);
     }
     this.#announce = opts.announce;
+    this.#etcdAddress = opts.etcd?.address;
     if (opts.secret !== undefined && typeof opts.secret !== "string") {
       throw new TypeError(`Option "secret" must be a string`);
     }
@@ -391,6 +399,18 @@ class SeaportServer implements Server {
       }
     }
     this.#acceptLoop = this.#accept(this.#listener);
+    const store = this.#store;
+    if (store instanceof EtcdStore) {
+      // Tell the registry's other servers (and so their clients) where
+      // clients reach this one; without an announce option, say theirs.
+      const { port: bound } = this.#listener.addr;
+      const wildcard = hostname === undefined || hostname === "::" ||
+        hostname === "0.0.0.0";
+      const address = this.#etcdAddress ??
+        hostPort({ host: wildcard ? machineName() : hostname, port: bound });
+      await store.announce(address);
+      this.#announce ??= () => store.servers;
+    }
     const every = Math.max(10, Math.floor(this.#limits.timeout / 10));
     this.#sweeper = setInterval(() => this.#sweep(), every);
     if (this.#httpOptions !== undefined) {

@@ -73,6 +73,14 @@ export interface EtcdStoreOptions {
    * past it fails with `UNAVAILABLE`. Default: 5000.
    */
   requestTimeout?: number;
+  /**
+   * The address (`"host:port"`) clients reach this server at, told to the
+   * registry's other servers (under `P/servers/`) and by them to their
+   * clients in `hello`'s `servers`. Default: the host the server listens on,
+   * or this machine's host name when it listens on every address, and its
+   * port.
+   */
+  address?: string;
 }
 
 /** What the server adds to the options. */
@@ -157,6 +165,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   readonly #range: RangeOption;
   readonly #onLeaseLost: () => void;
   #lease = "";
+  /** This server's client address once announced, and its key. */
+  #address: { value: string; key: string } | undefined;
+  /** The live servers' addresses, as last read from `P/servers/`. */
+  #servers: readonly string[] = [];
   #keys = new Map<string, Known>();
   #holders = new Map<string, Local>();
   #locals = new Map<O, Local>();
@@ -229,6 +241,54 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   /** This server's id in etcd. */
   get server(): string {
     return this.#server;
+  }
+
+  /**
+   * The client addresses of the registry's live servers (this one included,
+   * once announced), as read at the last keep-alive: what `hello` tells
+   * clients.
+   */
+  get servers(): readonly string[] {
+    return this.#servers;
+  }
+
+  /**
+   * Tells the registry's other servers that clients reach this one at
+   * `address`: a key under `P/servers/` with this server's lease, so it goes
+   * when the server does.
+   */
+  async announce(address: string): Promise<void> {
+    this.#address = {
+      value: address,
+      key: `${this.#prefix}servers/${this.#server}`,
+    };
+    await this.#putAddress();
+    await this.#readServers();
+  }
+
+  async #putAddress(): Promise<void> {
+    if (this.#address === undefined) return;
+    await this.#etcd.kv.put(
+      this.#address.key,
+      JSON.stringify({ address: this.#address.value, started: Date.now() }),
+      { lease: this.#lease },
+    );
+  }
+
+  async #readServers(): Promise<void> {
+    const found = await this.#etcd.kv.get(`${this.#prefix}servers/`, {
+      prefix: true,
+    });
+    const list = new Set<string>();
+    for (const kv of found.kvs) {
+      try {
+        const address = JSON.parse(kv.value).address;
+        if (typeof address === "string" && address !== "") list.add(address);
+      } catch {
+        // not ours: skipped
+      }
+    }
+    this.#servers = [...list].sort();
   }
 
   async open(onChange: (change: Result<T>) => void): Promise<void> {
@@ -887,12 +947,16 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         // this server held. A new lease, and the clients assert again.
         try {
           this.#lease = (await this.#etcd.lease.grant(this.#ttl)).id;
+          await this.#putAddress();
           this.#onLeaseLost();
         } catch {
           // next time
         }
       }
       return;
+    }
+    if (this.#address !== undefined) {
+      await this.#readServers().catch(() => {}); // the last list stands
     }
     for (const key of [...this.#retry]) {
       if (this.#closed) return;

@@ -99,6 +99,40 @@ test(
       assert.deepEqual(await b.query("web"), []);
     });
 
+    await t.test("each server tells clients the registry's live servers in hello, and a client given one address fails over to another", async () => {
+      await using reg = await servers(etcd.endpoints, 2, {}, { leaseTtl: 1 });
+      const [a, b] = reg.servers.map((s) => `127.0.0.1:${s.addr!.port}`);
+      const hello = async (port: number) => {
+        await using r = await raw(defaultTransport(), port);
+        await r.json({ id: 1, op: "hello", v: 1 });
+        const reply = await r.next();
+        return (reply.result as { servers?: string[] }).servers;
+      };
+      // A read the list before B announced itself: it has B by its next
+      // keep-alive (every TTL / 3).
+      const both = [a!, b!].sort();
+      let listed: string[] | undefined;
+      for (const deadline = Date.now() + 5000; Date.now() < deadline;) {
+        listed = await hello(reg.servers[0]!.addr!.port);
+        if (listed?.length === 2) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(listed, both);
+      assert.deepEqual(await hello(reg.servers[1]!.addr!.port), both);
+      // A client given only A learns B and moves there when A closes.
+      const c = reg.client(0);
+      const port = await c.service("web@1.0.0");
+      await reg.servers[0]!.close();
+      const back = await until(
+        () => {
+          const found = reg.servers[1]!.query("web");
+          return found.length === 1 && found[0]!.port === port && found;
+        },
+        "web back through B",
+      );
+      assert.equal(back[0]!.port, port);
+    });
+
     await t.test("a client reads its own writes through its server, and a change through A reaches B within one watch delivery", async () => {
       await using reg = await servers(etcd.endpoints, 2);
       const a = reg.client(0);
