@@ -475,6 +475,17 @@ class SeaportServer implements Server {
       },
       stats: this.#stats,
       range: this.#range,
+      store: () => {
+        const store = this.#store;
+        return store instanceof EtcdStore
+          ? {
+            kind: "etcd" as const,
+            reachable: store.reachable,
+            lastHeard: store.lastHeard,
+            resyncs: store.resyncs,
+          }
+          : { kind: "memory" as const };
+      },
     };
   }
 

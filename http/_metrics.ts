@@ -15,6 +15,7 @@ import {
   type ServiceRecord,
 } from "../registry.ts";
 import type { Histogram, ServerStats } from "../_stats.ts";
+import type { StoreState } from "./mod.ts";
 import { VERSION } from "../version.ts";
 
 /** The numbers `/metrics` reports, gathered at scrape time. */
@@ -32,6 +33,7 @@ export interface MetricsInput {
     streams: number;
   };
   startTime: number;
+  store: StoreState;
 }
 
 type Labels = Record<string, string>;
@@ -100,9 +102,38 @@ function counted(
 /** The metrics page. */
 export function metrics(m: MetricsInput): string {
   const w = new Writer();
-  w.family("seaport_info", "gauge", "The seaport version, as a label", [[{
-    version: VERSION,
-  }, 1]]);
+  w.family(
+    "seaport_info",
+    "gauge",
+    "The seaport version and store, as labels",
+    [[{
+      version: VERSION,
+      store: m.store.kind,
+    }, 1]],
+  );
+  if (m.store.kind === "etcd") {
+    w.family(
+      "seaport_etcd_reachable",
+      "gauge",
+      "1 when etcd answered the last lease keep-alive, else 0",
+      [[undefined, m.store.reachable ? 1 : 0]],
+    );
+    w.family(
+      "seaport_etcd_watch_silence_seconds",
+      "gauge",
+      "Seconds since the etcd watch last delivered a change or progress notice: how stale the view can be",
+      [[
+        undefined,
+        m.store.lastHeard === 0 ? 0 : (Date.now() - m.store.lastHeard) / 1000,
+      ]],
+    );
+    w.family(
+      "seaport_etcd_resyncs_total",
+      "counter",
+      "Times the view was read again after a broken or compacted watch",
+      [[undefined, m.store.resyncs]],
+    );
+  }
   const byRole = new Map<string, [Labels, number]>();
   const used = new Map<string, number>();
   for (const r of m.records) {

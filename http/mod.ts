@@ -73,7 +73,22 @@ export interface RegistryView {
   waitingGets(): number;
   readonly stats: ServerStats;
   readonly range: RangeOption;
+  /** Where the registry lives and, on etcd, how that store is doing. */
+  store(): StoreState;
 }
+
+/** The state of the server's store, for `/metrics` and `/readyz`. */
+export type StoreState =
+  | { readonly kind: "memory" }
+  | {
+    readonly kind: "etcd";
+    /** etcd answered the last lease keep-alive. */
+    readonly reachable: boolean;
+    /** When the watch last delivered something (ms since the epoch). */
+    readonly lastHeard: number;
+    /** Times the view was read again after a broken or compacted watch. */
+    readonly resyncs: number;
+  };
 
 /** A running HTTP side. */
 export interface HttpSide {
@@ -464,12 +479,23 @@ export class HttpApp {
       case "/healthz":
         params(url, []);
         return json(200, { status: "ok" });
-      default: // "/readyz"
+      default: { // "/readyz"
         params(url, []);
+        const store = this.#view.store();
+        if (store.kind === "etcd" && !store.reachable) {
+          return json(503, {
+            code: "UNAVAILABLE",
+            message:
+              "etcd did not answer the last lease keep-alive: new registrations fail; queries answer from the last view",
+            store: "etcd",
+          });
+        }
         return json(200, {
           status: "ready",
           connections: this.#view.connections(),
+          store: store.kind,
         });
+      }
     }
   }
 
@@ -478,6 +504,7 @@ export class HttpApp {
     return metrics({
       records: this.#view.query(),
       range: this.#view.range,
+      store: this.#view.store(),
       connections: this.#view.connections(),
       waitingGets: this.#view.waitingGets(),
       stats: this.#view.stats,

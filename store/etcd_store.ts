@@ -197,6 +197,11 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   resyncs = 0;
   /** When the watch last delivered something (ms since the epoch). */
   lastHeard = 0;
+  /**
+   * Whether etcd answered the last lease keep-alive (every TTL / 3), so that
+   * new registrations can be written.
+   */
+  reachable = true;
 
   constructor(options: EtcdStoreOptions, setup: EtcdStoreSetup) {
     if (typeof options !== "object" || options === null) {
@@ -941,7 +946,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   async #keepAlive(): Promise<void> {
     try {
       await this.#etcd.lease.keepAliveOnce(this.#lease);
+      this.reachable = true;
     } catch (err) {
+      this.reachable = false;
       if (err instanceof EtcdError && err.leaseNotFound && !this.#closed) {
         // Expired (etcd unreachable past the TTL): etcd freed everything
         // this server held. A new lease, and the clients assert again.

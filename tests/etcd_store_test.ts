@@ -18,6 +18,8 @@ import { etcdMissing, startEtcd } from "./_etcd.ts";
 import { fast, next, until, within } from "./_helpers.ts";
 import { greeted, raw } from "./_raw.ts";
 import { defaultTransport } from "../transport.ts";
+import { program } from "./_http.ts";
+import { spawnSync } from "node:child_process";
 
 const skip = etcdMissing;
 
@@ -267,6 +269,69 @@ test(
         assert.deepEqual(woken.map((r) => r.port), [port]);
         const now = await (await fetch(base)).json() as ServiceRecord[];
         assert.deepEqual(now.map((r) => r.port), [port]);
+      } finally {
+        await b.close();
+      }
+    });
+
+    await t.test("/readyz and /metrics say whether etcd is reachable: 503 and seaport_etcd_reachable 0 while it is cut off, ready again after", async () => {
+      await using proxy = await cutProxy(etcd.endpoints[0]!);
+      const b = createServer({
+        etcd: {
+          endpoints: [proxy.url],
+          prefix: `/t-ready-${Date.now().toString(36)}/`,
+          requestTimeout: 500,
+          leaseTtl: 2,
+        },
+        http: { port: 0 },
+      });
+      await b.listen(0, "127.0.0.1");
+      try {
+        const base = `http://127.0.0.1:${b.httpAddr!.port}`;
+        const state = async () => {
+          const ready = await fetch(`${base}/readyz`);
+          const body = await ready.json() as { store?: string };
+          const page = await (await fetch(`${base}/metrics`)).text();
+          const reachable = /^seaport_etcd_reachable (\d)$/m.exec(page)?.[1];
+          return { status: ready.status, body, page, reachable };
+        };
+        const up = await state();
+        assert.equal(up.status, 200);
+        assert.equal(up.body.store, "etcd");
+        assert.equal(up.reachable, "1");
+        assert.match(
+          up.page,
+          /^seaport_info\{version="[^"]+",store="etcd"\} 1$/m,
+        );
+        assert.match(up.page, /^seaport_etcd_watch_silence_seconds \d/m);
+        assert.match(up.page, /^seaport_etcd_resyncs_total \d+$/m);
+        const promtool = program("promtool", "/usr/bin/promtool");
+        if (promtool !== undefined) {
+          const check = spawnSync(promtool, ["check", "metrics"], {
+            input: up.page,
+            encoding: "utf8",
+          });
+          assert.equal(check.stdout + check.stderr, "");
+        }
+        proxy.cut();
+        let down = up;
+        for (const end = Date.now() + 5000; Date.now() < end;) {
+          down = await state();
+          if (down.status === 503) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.equal(down.status, 503);
+        assert.equal(down.reachable, "0");
+        assert.equal((down.body as { code?: string }).code, "UNAVAILABLE");
+        proxy.restore();
+        let back = down;
+        for (const end = Date.now() + 5000; Date.now() < end;) {
+          back = await state();
+          if (back.status === 200) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.equal(back.status, 200);
+        assert.equal(back.reachable, "1");
       } finally {
         await b.close();
       }
