@@ -119,6 +119,24 @@ export function next<A extends unknown[]>(
   return within(p, ms, `event "${event}"`).finally(() => target.off(event, fn));
 }
 
+/**
+ * Waits until the async `check()` resolves true (checked every 10 ms),
+ * failing after `ms`.
+ */
+export async function poll(
+  check: () => Promise<boolean>,
+  what: string,
+  ms = 5000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** A listening server that closes itself on dispose. */
 export interface TestServer extends AsyncDisposable {
   readonly server: Server;

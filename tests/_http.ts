@@ -156,17 +156,4 @@ export function program(name: string, path?: string): string | undefined {
   return found.status === 0 && out ? out : undefined;
 }
 
-/** Checks `check()` until it holds (every 10 ms), failing after `ms`. */
-export async function poll(
-  check: () => Promise<boolean>,
-  what: string,
-  ms = 5000,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+export { poll } from "./_helpers.ts";

@@ -13,7 +13,7 @@ import { connect, createServer } from "../mod.ts";
 import type { Ports, Server, ServiceRecord } from "../mod.ts";
 import { cliCommand, type Proc, start } from "./_cli.ts";
 import { type EtcdCluster, etcdMissing, startEtcd } from "./_etcd.ts";
-import { fast, until, within } from "./_helpers.ts";
+import { fast, poll, until, within } from "./_helpers.ts";
 import { defaultTransport, type Transport } from "../transport.ts";
 
 const cli = cliCommand();
@@ -56,21 +56,6 @@ function redirect(to: { port: number }): Transport {
     listen: (ep, tls) => t.listen(ep, tls),
     connect: (ep, tls) => t.connect({ ...ep, port: to.port }, tls),
   };
-}
-
-/** Waits until `check()` resolves true, checking every 20 ms. */
-async function eventually(
-  check: () => Promise<boolean>,
-  what: string,
-  ms = 5000,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Every port held twice in a list of records. */
@@ -127,7 +112,7 @@ test(
           }
         }));
         const gone = await lost.service("never-returns");
-        await eventually(
+        await poll(
           async () => (await watcher.query()).length === 111,
           "B's view of every registration",
         );
@@ -402,7 +387,7 @@ test(
         );
         // a failed registration that etcd committed once quorum returned is
         // freed by its server
-        await eventually(
+        await poll(
           async () => (await b.query("during")).length === 0,
           "the failed registration to leave nothing",
         );

@@ -15,7 +15,7 @@ import { createEtcdClient } from "../store/etcd/mod.ts";
 import { main } from "../cli.ts";
 import { capture } from "./_cli.ts";
 import { etcdMissing, startEtcd } from "./_etcd.ts";
-import { fast, next, until, within } from "./_helpers.ts";
+import { fast, next, poll, until, within } from "./_helpers.ts";
 import { greeted, raw } from "./_raw.ts";
 import { defaultTransport } from "../transport.ts";
 import { program } from "./_http.ts";
@@ -114,11 +114,10 @@ test(
       // keep-alive (every TTL / 3).
       const both = [a!, b!].sort();
       let listed: string[] | undefined;
-      for (const deadline = Date.now() + 5000; Date.now() < deadline;) {
+      await poll(async () => {
         listed = await hello(reg.servers[0]!.addr!.port);
-        if (listed?.length === 2) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+        return listed?.length === 2;
+      }, "A to list both servers").catch(() => {}); // the assertion says what
       assert.deepEqual(listed, both);
       assert.deepEqual(await hello(reg.servers[1]!.addr!.port), both);
       // A client given only A learns B and moves there when A closes.
@@ -315,21 +314,15 @@ test(
         }
         proxy.cut();
         let down = up;
-        for (const end = Date.now() + 5000; Date.now() < end;) {
-          down = await state();
-          if (down.status === 503) break;
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await poll(async () => (down = await state()).status === 503, "503")
+          .catch(() => {});
         assert.equal(down.status, 503);
         assert.equal(down.reachable, "0");
         assert.equal((down.body as { code?: string }).code, "UNAVAILABLE");
         proxy.restore();
         let back = down;
-        for (const end = Date.now() + 5000; Date.now() < end;) {
-          back = await state();
-          if (back.status === 200) break;
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await poll(async () => (back = await state()).status === 200, "200")
+          .catch(() => {});
         assert.equal(back.status, 200);
         assert.equal(back.reachable, "1");
       } finally {
