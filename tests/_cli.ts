@@ -5,7 +5,6 @@
  *
  * @module
  */
-import type { TestContext } from "node:test";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { get } from "node:http";
@@ -220,8 +219,4 @@ export function cliCommand(): string[] | string {
   return "no seaport bin found next to the tests; set SEAPORT_CLI";
 }
 
-/** Skips a test, saying why on stdout too. */
-export function skip(t: TestContext, why: string): void {
-  console.log(`SKIP: ${why}`);
-  t.skip(why);
-}
+export { skip } from "./_helpers.ts";

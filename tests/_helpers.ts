@@ -255,3 +255,9 @@ export function makeCertificate(
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** Skips a test, saying why on stdout too (node:test keeps it quiet). */
+export function skip(t: { skip(why: string): void }, why: string): void {
+  console.log(`SKIP: ${why}`);
+  t.skip(why);
+}

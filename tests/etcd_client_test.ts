@@ -27,7 +27,7 @@ import {
   type WatchEvent,
 } from "../store/etcd/mod.ts";
 import { etcdMissing, startEtcd } from "./_etcd.ts";
-import { within } from "./_helpers.ts";
+import { skip as skipTest, within } from "./_helpers.ts";
 
 const skip = etcdMissing;
 
@@ -756,10 +756,7 @@ test("an https member is reached with a custom CA, and refused without it", {
   const dir = mkdtempSync(join(tmpdir(), "seaport-etcd-tls-"));
   try {
     const failed = makeCa(dir);
-    if (failed !== undefined) {
-      console.log(`SKIP: ${failed}`);
-      return t.skip(failed);
-    }
+    if (failed !== undefined) return skipTest(t, failed);
     await using etcd = await startEtcd({
       tls: {
         certFile: join(dir, "server.pem"),

@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { request as httpsRequest } from "node:https";
 import { main } from "../cli.ts";
 import { createServer, type ServiceRecord } from "../mod.ts";
-import { freeBlock, makeCertificate, until, within } from "./_helpers.ts";
+import { freeBlock, makeCertificate, skip, until, within } from "./_helpers.ts";
 import { poll, program, serveHttp, SseReader } from "./_http.ts";
 import { nodeTransport } from "../transport.ts";
 
@@ -701,8 +701,3 @@ test("`seaport 0 --http 0` serves the HTTP side; a secret without --http-token i
   assert.equal(envToken, 2);
   assert.match(err.join(""), /Invalid --http port "x"/);
 });
-
-function skip(t: { skip(why: string): void }, why: string): void {
-  console.log(`SKIP: ${why}`);
-  t.skip(why);
-}

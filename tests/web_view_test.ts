@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { test, type TestContext } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,6 +20,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { seaport, type ServerOptions } from "../mod.ts";
 import { type HttpTestServer, serveHttp } from "./_http.ts";
+import { skip } from "./_helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARGS = [
@@ -76,11 +77,6 @@ async function browse(pw: Playwright) {
       rmSync(profile, { recursive: true, force: true });
     },
   };
-}
-
-function skip(t: TestContext, why: string): void {
-  console.log(`SKIP: ${why}`);
-  t.skip(why);
 }
 
 /** Where screenshots go: docs/ when asked, else a temporary directory. */
