@@ -351,7 +351,7 @@ test(
       try {
         const port = await a.service("before");
         await b.get("before");
-        for (const m of stopped) m.stop();
+        await Promise.all(stopped.map((m) => m.stop()));
         const t0 = Date.now();
         const err = await a.service("during").then(
           () => assert.fail("a registration without quorum succeeded"),
