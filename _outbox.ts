@@ -11,6 +11,16 @@ import type { Conn } from "./transport.ts";
 
 const encoder = new TextEncoder();
 
+/**
+ * Buffers to encode into, shared by every connection: one is taken for each
+ * write in flight and given back when it is done, so writing allocates no
+ * new bytes (a fresh `Uint8Array` per write was the largest source of the
+ * server's garbage in a wake-up loop, and so of its minor GC pauses).
+ */
+const pool: Uint8Array[] = [];
+const POOL_MAX = 16;
+const BUFFER_BYTES = 16 * 1024;
+
 /** Writes lines at once when idle, batched while a write is in flight. */
 export class Outbox {
   #conn: Conn;
@@ -21,6 +31,8 @@ export class Outbox {
   #maxQueued: number;
   #onFail: (err: unknown) => void;
   #idle: (() => void)[] = [];
+  /** The pooled buffer of the write in flight, if it uses one. */
+  #buf: Uint8Array | undefined;
 
   /**
    * @param conn The connection to write to.
@@ -47,7 +59,7 @@ export class Outbox {
       this.#fail(new Error(`more than ${this.#maxQueued} bytes unread`));
       return;
     }
-    if (!this.#writing) void this.#flush();
+    if (!this.#writing) this.#flush();
   }
 
   /** Resolves once everything queued so far has been written (or failed). */
@@ -64,20 +76,53 @@ export class Outbox {
     this.#onFail(err);
   }
 
-  async #flush(): Promise<void> {
+  /**
+   * Writes what is queued, then (when that write is done) what was queued
+   * meanwhile. Not an async function: a write costs one promise reaction,
+   * not a suspended function's promise and context.
+   */
+  #flush(): void {
+    const q = this.#queue;
+    const text = q.length === 1 ? q[0]! : q.join("");
+    q.length = 0;
+    this.#queued = 0;
     this.#writing = true;
-    while (this.#queue.length > 0 && !this.#dead) {
-      const text = this.#queue.length === 1
-        ? this.#queue[0]!
-        : this.#queue.join("");
-      this.#queue = [];
-      this.#queued = 0;
-      try {
-        await this.#conn.write(encoder.encode(text));
-      } catch (err) {
-        this.#fail(err);
-      }
+    // Up to 3 bytes per UTF-16 unit: a short text fits a pooled buffer.
+    const buf = text.length * 3 <= BUFFER_BYTES
+      ? pool.pop() ?? new Uint8Array(BUFFER_BYTES)
+      : undefined;
+    this.#buf = buf;
+    let written: Promise<void>;
+    try {
+      written = this.#conn.write(
+        buf === undefined
+          ? encoder.encode(text)
+          : buf.subarray(0, encoder.encodeInto(text, buf).written),
+      );
+    } catch (err) {
+      this.#failed(err);
+      return;
     }
+    written.then(this.#written, this.#failed);
+  }
+
+  #written = (): void => {
+    const buf = this.#buf;
+    this.#buf = undefined;
+    // Only after a write that completed: a failed one may still be
+    // referenced by the runtime.
+    if (buf !== undefined && pool.length < POOL_MAX) pool.push(buf);
+    if (this.#queue.length > 0 && !this.#dead) this.#flush();
+    else this.#done();
+  };
+
+  #failed = (err: unknown): void => {
+    this.#buf = undefined;
+    this.#fail(err);
+    this.#done();
+  };
+
+  #done(): void {
     this.#writing = false;
     const idle = this.#idle;
     this.#idle = [];

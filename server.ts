@@ -238,7 +238,8 @@ class Session {
   authFailures = 0;
   gets = new Map<number, GetToken>();
   backlog: string[] | undefined;
-  lastSeen = Date.now();
+  /** When it last sent anything (`performance.now()`). */
+  lastSeen = performance.now();
   timer: ReturnType<typeof setTimeout> | undefined;
   host: string;
   readonly outbox: Outbox;
@@ -530,7 +531,9 @@ class SeaportServer implements Server {
       while (s.state !== State.Closed) {
         const chunk = await conn.read();
         if (chunk === null) break;
-        s.lastSeen = Date.now();
+        // One clock read per chunk: the silence timeout's, and the start of
+        // the wake-up time of a request in it (/metrics).
+        this.#started = s.lastSeen = performance.now();
         splitter.push(chunk, onLine);
       }
     } catch {
@@ -542,7 +545,7 @@ class SeaportServer implements Server {
 
   /** Drops connections that have been silent for longer than the timeout. */
   #sweep(): void {
-    const deadline = Date.now() - this.#limits.timeout;
+    const deadline = performance.now() - this.#limits.timeout;
     for (const s of this.#sessions) {
       if (s.state === State.Ready && s.lastSeen < deadline) this.#drop(s);
     }
@@ -592,6 +595,7 @@ class SeaportServer implements Server {
       const backlog = s.backlog ?? [];
       s.backlog = undefined;
       // a line that starts another write queues the rest again, in order
+      if (backlog.length > 0) this.#started = performance.now();
       for (const line of backlog) this.#line(s, line);
     });
   }
@@ -635,7 +639,6 @@ class SeaportServer implements Server {
       );
       return;
     }
-    this.#started = performance.now();
     const req = parseRequest(line);
     if (isInvalid(req)) {
       this.#stats.error(req.error.code);
@@ -901,6 +904,7 @@ class SeaportServer implements Server {
       }
       const backlog = s.backlog ?? [];
       s.backlog = undefined;
+      if (backlog.length > 0) this.#started = performance.now();
       for (const line of backlog) this.#line(s, line);
     }, (err) => {
       this.#emitter.emit("error", err);

@@ -1,0 +1,198 @@
+/**
+ * Compact indexes for the pure registry: who holds which port on a host, and
+ * a connection's registrations by id. Plain arrays of references instead of
+ * `Map`s, since a `Map` costs about 28 bytes per slot of its capacity (key,
+ * value, chain and bucket) and its capacity doubles: 40–56 bytes per
+ * registration in each index. Pure: no I/O, timers or runtime checks.
+ *
+ * @module
+ */
+
+/**
+ * The ports held on one host. A `Map` while few of the range's ports are
+ * held; once a quarter of them are, an array over the whole range (8 bytes a
+ * port, held or not), back to a `Map` below a sixteenth. Ports outside the
+ * range (assumed ones) always stay in the `Map`.
+ */
+export class PortTable<E> {
+  readonly low: number;
+  readonly high: number;
+  /** Where the next pick starts. */
+  cursor: number;
+  #inRange = 0;
+  #map = new Map<number, E>();
+  #dense: (E | undefined)[] | undefined;
+
+  constructor(low: number, high: number, cursor: number) {
+    this.low = low;
+    this.high = high;
+    this.cursor = cursor;
+  }
+
+  /** How many ports of the range are held. */
+  get inRange(): number {
+    return this.#inRange;
+  }
+
+  /** The holder of `port`, if any. */
+  get(port: number): E | undefined {
+    const d = this.#dense;
+    if (d !== undefined && port >= this.low && port <= this.high) {
+      return d[port - this.low];
+    }
+    return this.#map.get(port);
+  }
+
+  /** Whether `port` is held. */
+  has(port: number): boolean {
+    return this.get(port) !== undefined;
+  }
+
+  /** Makes `e` the holder of `port` (replacing any). */
+  set(port: number, e: E): void {
+    const inside = port >= this.low && port <= this.high;
+    if (inside && this.get(port) === undefined) this.#inRange++;
+    const d = this.#dense;
+    if (d !== undefined && inside) d[port - this.low] = e;
+    else this.#map.set(port, e);
+    if (d === undefined && this.#inRange * 4 > this.high - this.low + 1) {
+      this.#densify();
+    }
+  }
+
+  /** Frees `port`. */
+  delete(port: number): void {
+    const inside = port >= this.low && port <= this.high;
+    const d = this.#dense;
+    if (d !== undefined && inside) {
+      if (d[port - this.low] === undefined) return;
+      d[port - this.low] = undefined;
+      this.#inRange--;
+      if (this.#inRange * 16 < d.length) this.#sparsify(d);
+    } else if (this.#map.delete(port) && inside) this.#inRange--;
+  }
+
+  #densify(): void {
+    const size = this.high - this.low + 1;
+    const d = new Array<E | undefined>(size).fill(undefined);
+    for (const [port, e] of this.#map) {
+      if (port >= this.low && port <= this.high) {
+        d[port - this.low] = e;
+        this.#map.delete(port);
+      }
+    }
+    this.#dense = d;
+  }
+
+  #sparsify(d: (E | undefined)[]): void {
+    for (let i = 0; i < d.length; i++) {
+      const e = d[i];
+      if (e !== undefined) this.#map.set(this.low + i, e);
+    }
+    this.#dense = undefined;
+  }
+}
+
+/** FNV-1a over the UTF-16 units, with a final mix. */
+function hash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  }
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  return (h ^ (h >>> 12)) >>> 0;
+}
+
+const MIN_SLOTS = 4;
+
+/**
+ * Records by their `id`: an open-addressing hash table (linear probing,
+ * deletion by backward shift) of references alone, the key read from the
+ * record, at most three quarters full: 11–21 bytes per record.
+ */
+export class IdTable<E extends { readonly id: string }> {
+  #slots: (E | undefined)[] = new Array<E | undefined>(MIN_SLOTS).fill(
+    undefined,
+  );
+  #size = 0;
+
+  /** The number of records. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** The record with this id, if any. */
+  get(id: string): E | undefined {
+    const s = this.#slots;
+    const mask = s.length - 1;
+    for (let i = hash(id) & mask;; i = (i + 1) & mask) {
+      const e = s[i];
+      if (e === undefined || e.id === id) return e;
+    }
+  }
+
+  /** Adds `e`, replacing a record with the same id. */
+  add(e: E): void {
+    if ((this.#size + 1) * 4 > this.#slots.length * 3) {
+      this.#resize(this.#slots.length * 2);
+    }
+    const s = this.#slots;
+    const mask = s.length - 1;
+    for (let i = hash(e.id) & mask;; i = (i + 1) & mask) {
+      const old = s[i];
+      if (old === undefined) {
+        s[i] = e;
+        this.#size++;
+        return;
+      }
+      if (old.id === e.id) {
+        s[i] = e;
+        return;
+      }
+    }
+  }
+
+  /** Removes `e` (that very record); returns whether it was there. */
+  delete(e: E): boolean {
+    const s = this.#slots;
+    const mask = s.length - 1;
+    let i = hash(e.id) & mask;
+    for (;; i = (i + 1) & mask) {
+      const x = s[i];
+      if (x === undefined) return false;
+      if (x === e) break;
+    }
+    // Shift back the records after the hole that would no longer be found.
+    for (let j = (i + 1) & mask;; j = (j + 1) & mask) {
+      const x = s[j];
+      if (x === undefined) break;
+      const home = hash(x.id) & mask;
+      // x may move into the hole at i if its home is not in (i, j].
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
+        s[i] = x;
+        i = j;
+      }
+    }
+    s[i] = undefined;
+    this.#size--;
+    if (this.#size * 8 < s.length && s.length > MIN_SLOTS) {
+      this.#resize(s.length / 2);
+    }
+    return true;
+  }
+
+  /** Every record, in no particular order. */
+  values(): E[] {
+    const out: E[] = [];
+    for (const e of this.#slots) if (e !== undefined) out.push(e);
+    return out;
+  }
+
+  #resize(n: number): void {
+    const old = this.#slots;
+    this.#slots = new Array<E | undefined>(n).fill(undefined);
+    this.#size = 0;
+    for (const e of old) if (e !== undefined) this.add(e);
+  }
+}
