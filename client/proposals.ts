@@ -13,6 +13,14 @@ import { quiet } from "./requests.ts";
 /** How long a checked port proposed by `peek` stays good to take, in ms. */
 const HINT_TTL = 1000;
 
+/**
+ * From how many ports to check at once one read of the kernel's socket
+ * tables is used instead of a test bind each: a read costs about as much as
+ * 300 binds on Linux (the kernel walks its whole hash of sockets), but off
+ * the JavaScript thread.
+ */
+export const TABLE_READ_MIN = 128;
+
 /** The proposed port this client keeps ready, and the bind probe. */
 export class Proposals {
   #conn: Connection;
@@ -84,14 +92,92 @@ export class Proposals {
     });
   }
 
-  /** Whether `port` can be bound on this machine now. */
-  async canBind(port: number): Promise<boolean> {
-    try {
-      const l = await this.#transport.listen({ hostname: "0.0.0.0", port });
-      l.close();
-      return true;
-    } catch {
-      return false;
+  /**
+   * Whether `port` can be bound on this machine now. The checks asked for in
+   * one turn, by every client of the process, are made together: when there
+   * are many (the ports of a `batch`'s reply), by one read of the host's TCP
+   * sockets, and a port that any socket uses (listening, connected or
+   * closing) is refused; otherwise, and where the tables cannot be read, by
+   * a test bind each. A check asked for while a read is under way waits for
+   * the next one, so every port is checked after the server reserved it.
+   */
+  canBind(port: number): Promise<boolean> {
+    const read = this.#transport.boundPorts;
+    if (read === undefined) return bindCheck(this.#transport, port);
+    let tables = shared.get(read);
+    if (tables === undefined) shared.set(read, tables = new Tables(read));
+    return tables.check(this.#transport, port);
+  }
+}
+
+/** The checks of one process waiting for a read of the kernel's tables. */
+class Tables {
+  #read: () => Promise<ReadonlySet<number> | undefined>;
+  #waiting: {
+    transport: Transport;
+    port: number;
+    done: (ok: boolean) => void;
+  }[] = [];
+  #reading = false;
+  #scheduled = false;
+  /** The kernel's tables cannot be read here: every check binds. */
+  #unreadable = false;
+
+  constructor(read: () => Promise<ReadonlySet<number> | undefined>) {
+    this.#read = read;
+  }
+
+  check(transport: Transport, port: number): Promise<boolean> {
+    if (this.#unreadable) return bindCheck(transport, port);
+    return new Promise((done) => {
+      this.#waiting.push({ transport, port, done });
+      this.#schedule();
+    });
+  }
+
+  #schedule(): void {
+    if (this.#reading || this.#scheduled) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      void this.#check();
+    });
+  }
+
+  async #check(): Promise<void> {
+    const group = this.#waiting;
+    this.#waiting = [];
+    let bound: ReadonlySet<number> | undefined;
+    if (group.length >= TABLE_READ_MIN) {
+      this.#reading = true;
+      bound = await this.#read().catch(() => undefined);
+      this.#reading = false;
+      if (bound === undefined) this.#unreadable = true;
     }
+    for (const { transport, port, done } of group) {
+      done(
+        bound !== undefined
+          ? !bound.has(port)
+          : await bindCheck(transport, port),
+      );
+    }
+    if (this.#waiting.length > 0) this.#schedule();
+  }
+}
+
+/** Every process's table reader, by the transport function that reads. */
+const shared = new WeakMap<
+  () => Promise<ReadonlySet<number> | undefined>,
+  Tables
+>();
+
+/** Whether a test bind of `port` on every address succeeds now. */
+async function bindCheck(transport: Transport, port: number): Promise<boolean> {
+  try {
+    const l = await transport.listen({ hostname: "0.0.0.0", port });
+    l.close();
+    return true;
+  } catch {
+    return false;
   }
 }
