@@ -317,6 +317,7 @@ export class Connection {
       typeof res.batch === "number" && res.batch > 1 ? res.batch : 0,
       typeof res.line === "number" ? res.line : DEFAULT_MAX_LINE_BYTES,
       this.#limits.line,
+      res.host ?? "",
     );
     if (res.servers !== undefined) this.#learn(res.servers);
     this.#beat(res.heartbeat, res.timeout);

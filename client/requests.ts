@@ -52,10 +52,17 @@ const BATCHABLE: ReadonlySet<string> = new Set([
   "free",
 ]);
 
-/** The reply bytes an item may add beyond its own (a record's fixed fields). */
-function replyCost(op: string, itemBytes: number): number {
-  return op === "ready" || op === "unready" ? 16 : itemBytes + 320;
+/**
+ * The bytes of an item's answer in a batch's reply, at most: `{}` for
+ * `ready`/`unready`, else a record (the item's role and meta, and the
+ * host, port, env, version and id).
+ */
+function replyCost(op: string, itemBytes: number, host: number): number {
+  return op === "ready" || op === "unready" ? 16 : itemBytes + 128 + host;
 }
+
+// deno-lint-ignore no-control-regex
+const ASCII = /^[\x00-\x7f]*$/;
 
 /** A `batch` on its way: the requests it carries, in order. */
 interface BatchPending extends Pending {
@@ -80,12 +87,16 @@ export class Requests {
   #queue: Pending[] = [];
   /** The most items per `batch` this server takes; 0: it has no `batch`. */
   #batchMax = 0;
-  /** The most bytes a `batch` line (and its reply) may take. */
+  /** The most bytes of a `batch` line, and of its reply. */
   #batchBytes = 0;
+  #replyBytes = 0;
+  /** The length of the host the server registers this client under. */
+  #host = 0;
   /** Requests of this turn that go out together in a `batch`. */
   #batch: Pending[] = [];
   #batchLines: string[] = [];
   #batchCost = 0;
+  #replyCost = 0;
   #flushing = false;
 
   constructor(link: Link, report: (err: unknown) => void) {
@@ -100,11 +111,19 @@ export class Requests {
 
   /**
    * What the server's hello said of `batch`: the most items per batch
-   * (0: it has none) and its longest line; `maxLine` is this client's.
+   * (0: it has none) and its longest line; `maxLine` is this client's, and
+   * `host` the host the server registers it under.
    */
-  batching(max: number, serverLine: number, maxLine: number): void {
+  batching(
+    max: number,
+    serverLine: number,
+    maxLine: number,
+    host: string,
+  ): void {
     this.#batchMax = max;
-    this.#batchBytes = Math.floor(Math.min(serverLine, maxLine) / 2);
+    this.#batchBytes = serverLine - 64;
+    this.#replyBytes = maxLine - 64;
+    this.#host = host.length;
   }
 
   /**
@@ -116,15 +135,20 @@ export class Requests {
   transmit(p: Pending): void {
     if (this.#batchMax > 0 && BATCHABLE.has(p.body.op)) {
       const line = JSON.stringify(p.body);
-      const cost = line.length + replyCost(p.body.op, line.length);
-      if (cost <= this.#batchBytes) {
+      // in bytes: UTF-16 code units take at most 3
+      const wide = ASCII.test(line) ? 1 : 3;
+      const cost = wide * line.length + 1;
+      const reply = wide * replyCost(p.body.op, line.length, this.#host);
+      if (cost <= this.#batchBytes && reply <= this.#replyBytes) {
         if (
           this.#batch.length >= this.#batchMax ||
-          this.#batchCost + cost > this.#batchBytes
+          this.#batchCost + cost > this.#batchBytes ||
+          this.#replyCost + reply > this.#replyBytes
         ) this.#sendBatch();
         this.#batch.push(p);
         this.#batchLines.push(line);
         this.#batchCost += cost;
+        this.#replyCost += reply;
         if (!this.#flushing) {
           this.#flushing = true;
           queueMicrotask(() => {
@@ -150,6 +174,7 @@ export class Requests {
     this.#batch = [];
     this.#batchLines = [];
     this.#batchCost = 0;
+    this.#replyCost = 0;
     const id = this.#nextId++;
     if (items.length === 1) {
       const p = items[0]!;
@@ -273,6 +298,7 @@ export class Requests {
     this.#batch = [];
     this.#batchLines = [];
     this.#batchCost = 0;
+    this.#replyCost = 0;
     return items;
   }
 
