@@ -14,12 +14,14 @@ import { quiet } from "./requests.ts";
 const HINT_TTL = 1000;
 
 /**
- * From how many ports to check at once one read of the kernel's socket
- * tables is used instead of a test bind each: a read costs about as much as
- * 300 binds on Linux (the kernel walks its whole hash of sockets), but off
- * the JavaScript thread.
+ * What one read of the kernel's socket tables and one test bind are taken
+ * to cost, in ms, until measured here: a read walks the kernel's whole
+ * socket hash (milliseconds, more with every socket on the host), a bind is
+ * about 20 µs. The tables are read for a group of checks only when binding
+ * each would cost more, by the averages measured since.
  */
-export const TABLE_READ_MIN = 128;
+const READ_MS = 10;
+const BIND_MS = 0.02;
 
 /** The proposed port this client keeps ready, and the bind probe. */
 export class Proposals {
@@ -95,11 +97,12 @@ export class Proposals {
   /**
    * Whether `port` can be bound on this machine now. The checks asked for in
    * one turn, by every client of the process, are made together: when there
-   * are many (the ports of a `batch`'s reply), by one read of the host's TCP
-   * sockets, and a port that any socket uses (listening, connected or
-   * closing) is refused; otherwise, and where the tables cannot be read, by
-   * a test bind each. A check asked for while a read is under way waits for
-   * the next one, so every port is checked after the server reserved it.
+   * are so many (the ports of a `batch`'s reply) that binding each would
+   * take longer, by one read of the host's TCP sockets, and a port that any
+   * socket uses (listening, connected or closing) is refused; otherwise, and
+   * where the tables cannot be read, by a test bind each. A check asked for
+   * while a read is under way waits for the next one, so every port is
+   * checked after the server reserved it.
    */
   canBind(port: number): Promise<boolean> {
     const read = this.#transport.boundPorts;
@@ -122,6 +125,9 @@ class Tables {
   #scheduled = false;
   /** The kernel's tables cannot be read here: every check binds. */
   #unreadable = false;
+  /** Running averages of a read of the tables and of a bind, in ms. */
+  #readMs = READ_MS;
+  #bindMs = BIND_MS;
 
   constructor(read: () => Promise<ReadonlySet<number> | undefined>) {
     this.#read = read;
@@ -148,21 +154,33 @@ class Tables {
     const group = this.#waiting;
     this.#waiting = [];
     let bound: ReadonlySet<number> | undefined;
-    if (group.length >= TABLE_READ_MIN) {
+    if (group.length * this.#bindMs > this.#readMs) {
       this.#reading = true;
+      const t0 = performance.now();
       bound = await this.#read().catch(() => undefined);
+      this.#readMs = average(this.#readMs, performance.now() - t0);
       this.#reading = false;
       if (bound === undefined) this.#unreadable = true;
     }
-    for (const { transport, port, done } of group) {
-      done(
-        bound !== undefined
-          ? !bound.has(port)
-          : await bindCheck(transport, port),
+    if (bound !== undefined) {
+      for (const { port, done } of group) done(!bound.has(port));
+    } else {
+      const t0 = performance.now();
+      for (const { transport, port, done } of group) {
+        done(await bindCheck(transport, port));
+      }
+      this.#bindMs = average(
+        this.#bindMs,
+        (performance.now() - t0) / group.length,
       );
     }
     if (this.#waiting.length > 0) this.#schedule();
   }
+}
+
+/** A running average that follows changes within a few samples. */
+function average(avg: number, sample: number): number {
+  return avg + (sample - avg) / 4;
 }
 
 /** Every process's table reader, by the transport function that reads. */
