@@ -111,6 +111,23 @@ export interface SubscribeRequest extends Base {
   readonly all?: boolean;
   readonly snapshot?: boolean;
 }
+/** An operation a `batch` may carry (without an `id` of its own). */
+export type BatchItem =
+  | Omit<AllocateRequest, "id">
+  | Omit<ReadyRequest, "id">
+  | Omit<AssumeRequest, "id">
+  | Omit<FreeRequest, "id">;
+/**
+ * `batch`: several registration changes in one request, applied in order as
+ * one change and answered with one reply: an array with, for each item, its
+ * `{ result }` or `{ error }` (an item that fails fails alone). A server
+ * announces it in its hello reply (`batch`: the most items it takes).
+ */
+export interface BatchRequest extends Base {
+  readonly op: "batch";
+  /** The items, each checked on its own: an invalid one is its error. */
+  readonly ops: readonly (BatchItem | { readonly error: WireError })[];
+}
 /** `ping`: a liveness check. */
 export interface PingRequest extends Base {
   readonly op: "ping";
@@ -134,7 +151,8 @@ export type Request =
   | CancelRequest
   | SubscribeRequest
   | PingRequest
-  | PeekRequest;
+  | PeekRequest
+  | BatchRequest;
 
 /** A reply to a request. */
 export type Reply =
@@ -177,7 +195,20 @@ export const OPERATIONS: readonly Op[] = [
   "unsubscribe",
   "ping",
   "peek",
+  "batch",
 ];
+
+/** The most items one `batch` may carry. */
+export const MAX_BATCH = 1024;
+
+/** The operations a `batch` may carry. */
+const BATCHABLE: ReadonlySet<string> = new Set([
+  "allocate",
+  "ready",
+  "unready",
+  "assume",
+  "free",
+]);
 
 const OPS: ReadonlySet<string> = new Set(OPERATIONS);
 
@@ -401,8 +432,40 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
       if (snapshot !== undefined) r.snapshot = snapshot;
       return r;
     }
+    case "batch": {
+      const items = o.ops;
+      if (!Array.isArray(items) || items.length > MAX_BATCH) {
+        throw new Bad(
+          `"ops" must be an array of at most ${MAX_BATCH} operations`,
+        );
+      }
+      return { id, op, ops: items.map((item) => batchItem(item, id)) };
+    }
     default:
       return { id, op: op as "ping" | "peek" };
+  }
+}
+
+/** One item of a `batch`, checked as the request it stands for. */
+function batchItem(
+  item: unknown,
+  id: number,
+): BatchItem | { error: WireError } {
+  try {
+    if (!isObject(item)) throw new Bad("an operation must be a JSON object");
+    if (typeof item.op !== "string" || !BATCHABLE.has(item.op)) {
+      throw new Bad(
+        `"op" of a batched operation must be one of ${
+          [...BATCHABLE].join(", ")
+        }`,
+      );
+    }
+    return validate(item, id) as BatchItem; // its id is the batch's
+  } catch (err) {
+    if (!(err instanceof Bad)) throw err;
+    return {
+      error: { code: "BAD_REQUEST", message: `Bad request: ${err.message}` },
+    };
   }
 }
 

@@ -22,14 +22,18 @@ import {
   ProtocolError,
   RegistryError,
   SeaportError,
+  type WireError,
 } from "./errors.ts";
 import {
+  type BatchItem,
+  type BatchRequest,
   DEFAULT_MAX_LINE_BYTES,
   encode,
   encodeReply,
   isInvalid,
   LINE_TOO_LONG,
   LineSplitter,
+  MAX_BATCH,
   parseRequest,
   PROTOCOL_VERSION,
   type Request,
@@ -44,8 +48,9 @@ import {
   type RegistryEvent,
   type RegistryEventType,
   type ServiceRecord,
+  type Wakeup,
 } from "./registry.ts";
-import { MemoryStore, type Store } from "./store/mod.ts";
+import { type Change, MemoryStore, type Store } from "./store/mod.ts";
 import { EtcdStore, type EtcdStoreOptions } from "./store/etcd_store.ts";
 import {
   type Addr,
@@ -697,6 +702,8 @@ class SeaportServer implements Server {
         heartbeat: number;
         timeout: number;
         auth: null | { alg: string; nonce: string };
+        batch: number;
+        line: number;
         servers?: string[];
       } = {
         v: PROTOCOL_VERSION,
@@ -704,6 +711,8 @@ class SeaportServer implements Server {
         heartbeat: this.#limits.heartbeat,
         timeout: this.#limits.timeout,
         auth: null,
+        batch: MAX_BATCH,
+        line: this.#limits.line,
       };
       const servers = this.#announced();
       if (servers !== undefined) hello.servers = servers;
@@ -854,6 +863,103 @@ class SeaportServer implements Server {
       case "peek":
         s.reply(req.id, { port: reg.peek(s.host) ?? null });
         return;
+      case "batch":
+        return this.#batch(s, req);
+    }
+  }
+
+  /**
+   * Applies the items of a `batch` in order as one change: their events and
+   * the gets they satisfy first (as for one request), then the one reply
+   * with each item's result or error. An item that fails fails alone.
+   */
+  #batch(s: Session, req: BatchRequest): void {
+    const items = req.ops;
+    const results: ({ result: unknown } | { error: WireError })[] = [];
+    const events: RegistryEvent[] = [];
+    const woken: Wakeup<GetToken>[] = [];
+    const failed = (err: unknown) => {
+      if (!(err instanceof SeaportError)) this.#emitter.emit("error", err);
+      this.#stats.error(err instanceof SeaportError ? err.code : "INTERNAL");
+      results.push({ error: errorToWire(err) });
+    };
+    const done = (item: BatchItem, c: ChangeResult<GetToken>) => {
+      results.push({
+        result: item.op === "ready" || item.op === "unready" ? {} : c.record,
+      });
+      for (const ev of c.events) events.push(ev);
+      for (const w of c.woken) woken.push(w);
+    };
+    // the rest of the items from `i`: synchronous while the store is
+    let i = 0;
+    const step = (): Promise<void> | undefined => {
+      for (; i < items.length; i++) {
+        const item = items[i]!;
+        if ("error" in item) {
+          this.#stats.error(item.error.code);
+          results.push({ error: item.error });
+          continue;
+        }
+        this.#stats.request(item.op);
+        let change: Change<GetToken>;
+        try {
+          change = this.#itemChange(s, item);
+        } catch (err) {
+          failed(err);
+          continue;
+        }
+        if (change instanceof Promise) {
+          return change.then((c) => done(item, c), failed).then(() => {
+            i++;
+            return step();
+          });
+        }
+        done(item, change);
+      }
+      return undefined;
+    };
+    const finish = () => {
+      this.#apply({ events, woken });
+      if (s.state !== State.Closed) s.reply(req.id, results);
+    };
+    const pending = step();
+    if (pending === undefined) return finish();
+    s.backlog = [];
+    pending.then(finish, (err) => {
+      this.#emitter.emit("error", err);
+      if (s.state !== State.Closed) s.fail(req.id, err);
+    }).finally(() => {
+      const backlog = s.backlog ?? [];
+      s.backlog = undefined;
+      for (const line of backlog) this.#line(s, line);
+    });
+  }
+
+  /** The store's change for one item of a `batch`. */
+  #itemChange(s: Session, item: BatchItem): Change<GetToken> {
+    const store = this.#store;
+    switch (item.op) {
+      case "allocate":
+        return store.allocate(s, this.#input(s, item), {
+          port: item.port,
+          exclude: item.exclude,
+          ready: item.ready,
+        });
+      case "ready":
+        return store.ready(s, item.rid);
+      case "unready":
+        return store.unready(s, item.rid);
+      case "assume":
+        return store.assume(
+          s,
+          this.#input(s, item),
+          item.port,
+          item.ready === false ? { ready: false } : {},
+        );
+      case "free":
+        return item.rid !== undefined
+          ? store.free(s, { id: item.rid })
+          : store.free(s, { host: s.host, port: item.port! });
     }
   }
 

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type * as NodeFs from "node:fs";
 import type * as NodeNet from "node:net";
 import type * as NodeTls from "node:tls";
 import { ConnectionError } from "./errors.ts";
@@ -99,6 +100,57 @@ export interface Transport {
    * @throws {ConnectionError} when the connection cannot be made.
    */
   connect(endpoint: Endpoint, tls?: TlsClientOptions): Promise<Conn>;
+  /**
+   * The local ports of every TCP socket on this host (its network namespace)
+   * in any state, listening, connected or closing, read once from the
+   * kernel's tables (`/proc/net/tcp` and `/proc/net/tcp6` on Linux); or
+   * `undefined` where they cannot be read (another OS, no permission), and
+   * the caller test-binds each port instead.
+   */
+  boundPorts?(): Promise<ReadonlySet<number> | undefined>;
+}
+
+/** The files that list this host's TCP sockets, on Linux. */
+const PROC_NET_TCP = ["/proc/net/tcp", "/proc/net/tcp6"] as const;
+
+/**
+ * Adds the local ports of the sockets a `/proc/net/tcp` or `/proc/net/tcp6`
+ * table lists to `into`.
+ *
+ * @returns Whether `text` was such a table.
+ */
+export function parseProcNetTcp(text: string, into: Set<number>): boolean {
+  // "  sl  local_address rem_address   st ..."
+  // "   0: 0100007F:2710 00000000:0000 0A ..."
+  if (!text.trimStart().startsWith("sl")) return false;
+  let at = text.indexOf("\n");
+  while (at >= 0 && at < text.length - 1) {
+    const colon = text.indexOf(":", text.indexOf(":", at) + 1);
+    if (colon < 0) break;
+    const port = parseInt(text.slice(colon + 1, colon + 5), 16);
+    if (port > 0) into.add(port);
+    at = text.indexOf("\n", colon);
+  }
+  return true;
+}
+
+/**
+ * Reads the kernel's TCP tables with `read` (off the JavaScript thread: the
+ * kernel walks its whole socket hash, milliseconds), or `undefined`.
+ */
+async function readBound(
+  read: (path: string) => Promise<string>,
+): Promise<ReadonlySet<number> | undefined> {
+  const ports = new Set<number>();
+  try {
+    const texts = await Promise.all(PROC_NET_TCP.map(read));
+    for (const text of texts) {
+      if (!parseProcNetTcp(text, ports)) return undefined;
+    }
+  } catch {
+    return undefined;
+  }
+  return ports;
 }
 
 /** Removes the IPv4-mapped IPv6 prefix: `::ffff:127.0.0.1` → `127.0.0.1`. */
@@ -144,6 +196,11 @@ interface DenoListener extends AsyncIterable<DenoConn> {
   close(): void;
 }
 interface DenoNet {
+  readonly build?: { readonly os: string };
+  readonly permissions?: {
+    querySync?(d: { name: "read"; path: string }): { state: string };
+  };
+  readTextFile?(path: string): Promise<string>;
   listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
   listenTls(
     o: { hostname: string; port: number; cert: string; key: string },
@@ -224,13 +281,39 @@ function wrapDenoConn(c: DenoConn): Conn {
   return conn;
 }
 
+/**
+ * The kernel's tables through `deno`, where they can be read without asking
+ * for a permission not granted. One function per namespace, so that every
+ * client of a process shares its reads.
+ */
+function denoTables(
+  deno: DenoNet,
+): () => Promise<ReadonlySet<number> | undefined> {
+  const readable = deno.build?.os === "linux" &&
+    deno.readTextFile !== undefined &&
+    PROC_NET_TCP.every((path) =>
+      deno.permissions?.querySync?.({ name: "read", path }).state === "granted"
+    );
+  return () =>
+    readable
+      ? readBound((path) => deno.readTextFile!(path))
+      : Promise.resolve(undefined);
+}
+let denoBoundPorts:
+  | (() => Promise<ReadonlySet<number> | undefined>)
+  | undefined;
+
 /** A transport over `Deno.listen` and `Deno.connect`. */
 export function denoTransport(
   deno: DenoNet | undefined = denoNamespace(),
 ): Transport {
   if (deno === undefined) throw new TypeError("Deno is not available here");
+  const boundPorts = deno === denoNamespace()
+    ? denoBoundPorts ??= denoTables(deno)
+    : denoTables(deno);
   return {
     name: "deno",
+    boundPorts,
     listen(ep, tls) {
       const l = tls === undefined
         ? deno.listen({ ...ep, transport: "tcp" })
@@ -283,6 +366,10 @@ export function denoTransport(
 let nodeNet: Promise<typeof NodeNet> | undefined;
 function loadNodeNet(): Promise<typeof NodeNet> {
   return nodeNet ??= import("node:net");
+}
+let nodeFs: Promise<typeof NodeFs> | undefined;
+function loadNodeFs(): Promise<typeof NodeFs> {
+  return nodeFs ??= import("node:fs");
 }
 let nodeTls: Promise<typeof NodeTls> | undefined;
 function loadNodeTls(): Promise<typeof NodeTls> {
@@ -361,10 +448,20 @@ function wrapNodeSocket(s: NodeNet.Socket): Conn {
   return conn;
 }
 
+/** The kernel's tables through `node:fs`, on Linux. */
+async function nodeBoundPorts(): Promise<ReadonlySet<number> | undefined> {
+  const linux = (globalThis as { process?: { platform?: string } }).process
+    ?.platform === "linux";
+  if (!linux) return undefined;
+  const fs = await loadNodeFs();
+  return readBound((path) => fs.promises.readFile(path, "latin1"));
+}
+
 /** A transport over `node:net`, loaded on first use. */
 export function nodeTransport(): Transport {
   return {
     name: "node",
+    boundPorts: nodeBoundPorts,
     async listen(ep, tls) {
       const server: NodeNet.Server = tls === undefined
         ? (await loadNodeNet()).createServer({ noDelay: true })

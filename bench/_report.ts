@@ -1,9 +1,11 @@
 /**
  * Results of the benchmark: samples, medians, ratios, the targets for this
- * package, and the text, Markdown and JSON renderings.
+ * package, the previous run's figures beside them, and the text, Markdown
+ * and JSON renderings.
  *
  * @module
  */
+import { type Section, sectionMarkdown, sectionText } from "./_sections.ts";
 
 /** One run's value of a metric: a number, a capped wait, or not applicable. */
 export type Sample = number | { gt: number } | { na: string };
@@ -175,6 +177,70 @@ export interface Report {
   notes: string[];
   /** Wall-clock seconds the run took. */
   seconds: number;
+  /** The sections beside the table: etcd, cold start. */
+  sections?: Section[];
+  /** The previous run's medians, shown beside this run's. */
+  previous?: Previous;
+}
+
+/** The medians of an earlier run, to compare with. */
+export interface Previous {
+  /** The file they were read from. */
+  file: string;
+  /** When that run was made. */
+  date: string;
+  /** Its revision. */
+  revision: string;
+  /** Its medians, by metric key and implementation. */
+  medians: Record<string, Partial<Record<ImplId, Sample | undefined>>>;
+}
+
+/** A change beyond this fraction is marked better or WORSE. */
+export const NOISE = 0.1;
+
+/** What of `earlier` to show beside a run: its medians. */
+export function previousOf(earlier: Report, file: string): Previous {
+  return {
+    file,
+    date: earlier.date,
+    revision: earlier.revision,
+    medians: Object.fromEntries(
+      earlier.metrics.map((m) => [
+        m.key,
+        Object.fromEntries(
+          Object.entries(m.cells).map(([i, c]) => [i, c?.median]),
+        ),
+      ]),
+    ),
+  };
+}
+
+/**
+ * The previous figure and the change to it: `26,209 (+77%)`, marked `WORSE`
+ * past the noise for the metric's direction.
+ */
+export function compareCell(
+  def: MetricDef,
+  now: Sample | undefined,
+  before: Sample | undefined,
+): string {
+  if (before === undefined) return "—";
+  const was = formatSample(before, def.unit);
+  const a = num(now);
+  const b = num(before);
+  if (a === undefined || b === undefined || b === 0) return was;
+  if (def.better === "exact") {
+    return a === b
+      ? was
+      : `${was} (changed${a !== def.expect ? ", WORSE" : ""})`;
+  }
+  const change = (a - b) / Math.abs(b);
+  const pct = `${change >= 0 ? "+" : "−"}${Math.abs(change * 100).toFixed(0)}%`;
+  if (def.better === "info" || Math.abs(change) <= NOISE) {
+    return `${was} (${pct})`;
+  }
+  const worse = def.better === "higher" ? change < 0 : change > 0;
+  return `${was} (${pct} ${worse ? "WORSE" : "better"})`;
 }
 
 const OURS: ImplId[] = ["ours-deno", "ours-node"];
@@ -195,6 +261,7 @@ function rows(report: Report): string[][] {
       ? ours.map((i) => `${i === "ours-deno" ? "Deno" : "Node"}/theirs`)
       : []),
     "better",
+    ...(report.previous ? impls.map((i) => `previous ${IMPL_LABELS[i]}`) : []),
   ];
   const out = [head];
   for (const m of report.metrics) {
@@ -209,7 +276,19 @@ function rows(report: Report): string[][] {
       : m.better === "info"
       ? ""
       : `= ${m.expect ?? 0}`;
-    out.push([`${m.label} [${m.unit}]`, ...cells, ...ratios, better]);
+    const prev = report.previous;
+    const before = prev === undefined
+      ? []
+      : impls.map((i) =>
+        compareCell(m, m.cells[i]?.median, prev.medians[m.key]?.[i])
+      );
+    out.push([
+      `${m.label} [${m.unit}]`,
+      ...cells,
+      ...ratios,
+      better,
+      ...before,
+    ]);
   }
   return out;
 }
@@ -240,6 +319,7 @@ export function renderText(report: Report): string {
     ...r.slice(1).map(line),
     "",
     "Ratio = ours / theirs; the `better` column says which direction wins.",
+    ...previousLegend(report),
     "",
     "Targets (ours):",
     ...report.targets.map((t) =>
@@ -250,6 +330,7 @@ export function renderText(report: Report): string {
       }`
     ),
   ];
+  for (const sec of report.sections ?? []) out.push("", sectionText(sec));
   if (report.notes.length > 0) {
     out.push("", "Notes:", ...report.notes.map((n) => `  - ${n}`));
   }
@@ -279,8 +360,22 @@ export function renderMarkdown(report: Report): string {
       ).join(" | ") + " |"
     ),
   ];
+  const legend = previousLegend(report);
+  if (legend.length > 0) out.splice(r.length + 1, 0, "", ...legend);
+  for (const sec of report.sections ?? []) out.push("", sectionMarkdown(sec));
   if (report.notes.length > 0) {
     out.push("", ...report.notes.map((n) => `- ${n}`));
   }
   return out.join("\n");
+}
+
+/** What the `previous` columns are. */
+function previousLegend(report: Report): string[] {
+  const p = report.previous;
+  if (p === undefined) return [];
+  return [
+    `previous = the run of ${p.date} (revision ${p.revision}) from ${p.file}; the change is marked "WORSE" or "better" past ±${
+      NOISE * 100
+    }%.`,
+  ];
 }

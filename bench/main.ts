@@ -12,7 +12,12 @@
  * deno task bench --runs 5 --only a,b --impl ours-deno,theirs
  * deno task bench --set regs=5000,queries=500
  * deno task bench --profile .tmp/bench-prof   # CPU profiles (ours)
+ * deno task bench --compare .tmp/bench-final.json   # previous figures from a file
  * ```
+ *
+ * Every run is saved to `.tmp/bench-last.json` (`.tmp/bench-last-quick.json`
+ * for `--quick`), and the next run shows those figures in its "previous"
+ * columns, the changes past the noise marked.
  *
  * Workloads: (a) registration throughput, (b) query latency, (c) wake-up
  * latency, (d) cleanup after SIGKILL / SIGSTOP, (e) server memory per
@@ -35,10 +40,12 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { metricDefs, targets } from "./_metrics.ts";
 import { killAll, liveCount } from "./_proc.ts";
 import { renderProfile } from "./_profile.ts";
+import { etcdSection, type Section, startSection } from "./_sections.ts";
 import {
   type ImplId,
   median,
   num,
+  previousOf,
   renderMarkdown,
   renderText,
   type Report,
@@ -85,6 +92,19 @@ interface Options {
   profileDir: string | undefined;
   save: string | undefined;
   render: string | undefined;
+  /** The sections to run beside the table. */
+  sections: Set<Extra>;
+  /** The file of the previous run to compare with; `null`: none. */
+  compare: string | null | undefined;
+}
+
+/** The sections beside the table, as `--only` names them. */
+const EXTRAS = ["etcd", "start"] as const;
+type Extra = typeof EXTRAS[number];
+
+/** Where each run is saved, and the next one reads its previous figures. */
+function lastFile(quick: boolean): string {
+  return `${ROOT}.tmp/bench-last${quick ? "-quick" : ""}.json`;
 }
 
 const USAGE = `Usage: deno task bench [options]
@@ -92,13 +112,19 @@ const USAGE = `Usage: deno task bench [options]
   --quick               small sizes for a fast smoke run
   --json                print one JSON object on stdout (progress goes to stderr)
   --md                  print the table as Markdown
-  --only a,b,...        workloads: ${GROUPS.join(",")}
+  --only a,b,...        workloads: ${GROUPS.join(",")}; sections: ${
+  EXTRAS.join(",")
+}
+                        (etcd: bench/etcd.ts --json beside the table; start: cold start)
   --impl x,y            implementations: ${ALL_IMPLS.join(",")}
   --set k=v,...         sizes: ${Object.keys(SIZES).join(", ")}
   --ours-node-module P  our package for Node (default: npm/esm/mod.js)
   --profile DIR         write CPU profiles of our servers and clients to DIR (slows them)
   --save FILE           also write the JSON report to FILE
-  --render FILE         print a saved JSON report (as a table, or with --md/--json); runs nothing`;
+  --render FILE         print a saved JSON report (as a table, or with --md/--json); runs nothing
+  --compare FILE        show FILE's figures in "previous" columns (default: the last run's,
+                        .tmp/bench-last.json, or bench-last-quick.json with --quick)
+  --no-compare          no "previous" columns`;
 
 function parseArgs(args: string[]): Options {
   const o: Options = {
@@ -113,6 +139,8 @@ function parseArgs(args: string[]): Options {
     profileDir: undefined,
     save: undefined,
     render: undefined,
+    sections: new Set(EXTRAS),
+    compare: undefined,
   };
   const sets: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -142,13 +170,20 @@ function parseArgs(args: string[]): Options {
       case "--only": {
         const gs = value().split(",");
         for (const g of gs) {
-          if (!GROUPS.includes(g as Group)) {
+          if (
+            !GROUPS.includes(g as Group) && !EXTRAS.includes(g as Extra)
+          ) {
             throw new TypeError(
-              `Unknown workload "${g}" (${GROUPS.join(",")})`,
+              `Unknown workload "${g}" (${[...GROUPS, ...EXTRAS].join(",")})`,
             );
           }
         }
-        o.only = new Set(gs as Group[]);
+        o.only = new Set(
+          gs.filter((g) => GROUPS.includes(g as Group)) as Group[],
+        );
+        o.sections = new Set(
+          gs.filter((g) => EXTRAS.includes(g as Extra)) as Extra[],
+        );
         break;
       }
       case "--impl": {
@@ -172,6 +207,12 @@ function parseArgs(args: string[]): Options {
         break;
       case "--render":
         o.render = value();
+        break;
+      case "--compare":
+        o.compare = value();
+        break;
+      case "--no-compare":
+        o.compare = null;
         break;
       case "--profile":
         o.profileDir = value();
@@ -414,7 +455,13 @@ async function machine(loadAtStart: number): Promise<Report["machine"]> {
 async function main(args: string[]): Promise<number> {
   const o = parseArgs(args);
   if (o.render !== undefined) {
-    print(JSON.parse(readFileSync(o.render, "utf8")) as Report, o);
+    const report = JSON.parse(readFileSync(o.render, "utf8")) as Report;
+    if (typeof o.compare === "string") {
+      const notes: string[] = [];
+      compareWith(report, o.compare, notes);
+      report.notes = [...report.notes, ...notes];
+    }
+    print(report, o);
     return 0;
   }
   const started = now();
@@ -527,6 +574,21 @@ async function main(args: string[]): Promise<number> {
     }
   }
 
+  const sections: Section[] = [];
+  if (o.sections.has("etcd")) {
+    log("[etcd] bench/etcd.ts --json" + (o.quick ? " --quick" : ""));
+    sections.push(await etcdSection(ROOT, o.quick));
+  }
+  if (o.sections.has("start")) {
+    log("[start] cold start");
+    sections.push(
+      await startSection(
+        o.quick ? 1 : Math.max(5, o.runs),
+        (l) => log(`[start] ${l}`),
+      ),
+    );
+  }
+
   // Medians, derived metrics, the report.
   const defs = metricDefs(s);
   const medians = new Map<
@@ -620,9 +682,18 @@ async function main(args: string[]): Promise<number> {
     targets: targets(medians, impls, s),
     notes,
     seconds: (now() - started) / 1000,
+    sections,
   };
-  if (o.save !== undefined) {
-    writeFileSync(o.save, JSON.stringify(report, null, 2) + "\n");
+  const last = lastFile(o.quick);
+  if (o.compare !== null) compareWith(report, o.compare ?? last, notes);
+  const saved = JSON.stringify({ ...report, previous: undefined }, null, 2) +
+    "\n";
+  if (o.save !== undefined) writeFileSync(o.save, saved);
+  try {
+    mkdirSync(`${ROOT}.tmp`, { recursive: true });
+    writeFileSync(last, saved);
+  } catch (err) {
+    notes.push(`could not save this run to ${last}: ${String(err)}`);
   }
   print(report, o);
   for (const p of profiles) log(renderProfile(p, ROOT));
@@ -683,6 +754,34 @@ function gitRevision(): string {
   } catch {
     return "unknown";
   }
+}
+
+/**
+ * Puts the figures of the run saved in `file` beside `report`'s, when it
+ * was made with the same sizes (a note says why not otherwise).
+ */
+function compareWith(report: Report, file: string, notes: string[]): void {
+  if (!existsSync(file)) return;
+  let earlier: Report;
+  try {
+    earlier = JSON.parse(readFileSync(file, "utf8")) as Report;
+    if (!Array.isArray(earlier.metrics)) throw new Error("no metrics");
+  } catch (err) {
+    notes.push(
+      `${file} is not a saved report (${String(err)}): no previous figures`,
+    );
+    return;
+  }
+  const same = JSON.stringify(earlier.sizes) === JSON.stringify(report.sizes);
+  if (!same) {
+    notes.push(
+      `${file} was measured with other sizes (${
+        earlier.quick ? "--quick" : "full"
+      }): no previous figures`,
+    );
+    return;
+  }
+  report.previous = previousOf(earlier, file.replace(ROOT, ""));
 }
 
 function print(report: Report, o: Options): void {

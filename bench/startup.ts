@@ -26,10 +26,16 @@ const BUN = join(ROOT, "node_modules", ".bin", "bun");
 const BIN_JS = join(ROOT, "npm", "esm", "bin.js");
 const CLI_TS = join(ROOT, "cli.ts");
 const BINARY = join(ROOT, "dist", "seaport");
-const NODE = new TextDecoder().decode(
-  new Deno.Command("node", { args: ["-p", "process.execPath"] }).outputSync()
-    .stdout,
-).trim();
+const NODE = (() => {
+  try {
+    return new TextDecoder().decode(
+      new Deno.Command("node", { args: ["-p", "process.execPath"] })
+        .outputSync().stdout,
+    ).trim();
+  } catch {
+    return "node"; // not installed: its rows fail with a note
+  }
+})();
 
 interface Way {
   label: string;
@@ -117,7 +123,7 @@ async function firstQuery(cmd: string[]): Promise<number> {
       const decoder = new TextDecoder();
       for await (const chunk of child.stdout) {
         text += decoder.decode(chunk, { stream: true });
-        const port = /listening on :(\d+)\n/.exec(text)?.[1];
+        const port = /listening on \S*:(\d+)\r?\n/.exec(text)?.[1];
         if (port === undefined) continue;
         const ports = connect("127.0.0.1", Number(port));
         try {
@@ -145,6 +151,62 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+/** One way of running seaport, measured. */
+export interface StartupRow {
+  /** How it runs. */
+  how: string;
+  /** The size of what runs. */
+  size: string;
+  /** `--version`, spawn to exit: median and fastest, in ms. */
+  version: { median: number; min: number };
+  /** Spawn until a first query is answered: median and fastest, in ms. */
+  served: { median: number; min: number };
+}
+
+/**
+ * Measures every way of running seaport that is built here, `runs` fresh
+ * processes each.
+ *
+ * @returns The rows, and a note for each way that was skipped or failed.
+ */
+export async function measureStartup(
+  runs: number,
+  progress: (line: string) => void = () => {},
+): Promise<{ rows: StartupRow[]; notes: string[] }> {
+  const rows: StartupRow[] = [];
+  const notes: string[] = [];
+  for (const way of WAYS) {
+    const missing = way.needs.find(([file]) => !existsSync(file));
+    if (missing !== undefined) {
+      notes.push(`${way.label}: not built (\`${missing[1]}\`)`);
+      continue;
+    }
+    try {
+      await version(way.cmd); // once unmeasured: the page cache, Deno's cache
+      const v: number[] = [];
+      const q: number[] = [];
+      for (let r = 0; r < runs; r++) {
+        v.push(await version(way.cmd));
+        q.push(await firstQuery(way.cmd));
+      }
+      rows.push({
+        how: way.label,
+        size: way.size,
+        version: { median: median(v), min: Math.min(...v) },
+        served: { median: median(q), min: Math.min(...q) },
+      });
+      progress(`${way.label}: done`);
+    } catch (err) {
+      notes.push(
+        `${way.label}: failed (${
+          (err instanceof Error ? err.message : String(err)).split("\n")[0]
+        })`,
+      );
+    }
+  }
+  return { rows, notes };
+}
+
 async function main(args: string[]): Promise<number> {
   const i = args.indexOf("--runs");
   const runs = i >= 0 ? Number(args[i + 1]) : 10;
@@ -152,31 +214,20 @@ async function main(args: string[]): Promise<number> {
     console.error(`Invalid --runs "${args[i + 1]}"`);
     return 2;
   }
-  const rows: string[] = [];
-  for (const way of WAYS) {
-    const missing = way.needs.find(([file]) => !existsSync(file));
-    if (missing !== undefined) {
-      rows.push(`| ${way.label} | not built: \`${missing[1]}\` | | |`);
-      continue;
-    }
-    await version(way.cmd); // once unmeasured: the page cache, Deno's cache
-    const v: number[] = [];
-    const q: number[] = [];
-    for (let r = 0; r < runs; r++) {
-      v.push(await version(way.cmd));
-      q.push(await firstQuery(way.cmd));
-    }
-    const cell = (xs: number[]) =>
-      `${median(xs).toFixed(0)} ms (${Math.min(...xs).toFixed(0)})`;
-    rows.push(`| ${way.label} | ${way.size} | ${cell(v)} | ${cell(q)} |`);
-    console.error(`${way.label}: done`);
-  }
+  const { rows, notes } = await measureStartup(runs, (l) => console.error(l));
   console.log(
     `Median of ${runs} runs (fastest in parentheses), ${Deno.build.target}:\n`,
   );
   console.log("| how | size | `--version` | served, first query answered |");
   console.log("| --- | --- | --- | --- |");
-  for (const row of rows) console.log(row);
+  const cell = (c: { median: number; min: number }) =>
+    `${c.median.toFixed(0)} ms (${c.min.toFixed(0)})`;
+  for (const r of rows) {
+    console.log(
+      `| ${r.how} | ${r.size} | ${cell(r.version)} | ${cell(r.served)} |`,
+    );
+  }
+  for (const n of notes) console.log(`\n- ${n}`);
   return 0;
 }
 

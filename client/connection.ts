@@ -309,8 +309,16 @@ export class Connection {
       heartbeat?: number;
       timeout?: number;
       servers?: unknown;
+      batch?: unknown;
+      line?: unknown;
     };
     this.#host = res.host;
+    this.requests.batching(
+      typeof res.batch === "number" && res.batch > 1 ? res.batch : 0,
+      typeof res.line === "number" ? res.line : DEFAULT_MAX_LINE_BYTES,
+      this.#limits.line,
+      res.host ?? "",
+    );
     if (res.servers !== undefined) this.#learn(res.servers);
     this.#beat(res.heartbeat, res.timeout);
     if (res.auth) {

@@ -6,7 +6,12 @@
  * @module
  */
 import type { Outbox } from "../_outbox.ts";
-import { ConnectionError, errorFromWire } from "../errors.ts";
+import {
+  ConnectionError,
+  errorFromWire,
+  ProtocolError,
+  type WireError,
+} from "../errors.ts";
 import { encodeRequest, type Reply, type Request } from "../protocol.ts";
 import type { JsonValue } from "../registry.ts";
 
@@ -38,6 +43,32 @@ export function quiet(body: Body): Pending {
   };
 }
 
+/** The operations that travel in a `batch` when the server takes one. */
+const BATCHABLE: ReadonlySet<string> = new Set([
+  "allocate",
+  "ready",
+  "unready",
+  "assume",
+  "free",
+]);
+
+/**
+ * The bytes of an item's answer in a batch's reply, at most: `{}` for
+ * `ready`/`unready`, else a record (the item's role and meta, and the
+ * host, port, env, version and id).
+ */
+function replyCost(op: string, itemBytes: number, host: number): number {
+  return op === "ready" || op === "unready" ? 16 : itemBytes + 128 + host;
+}
+
+// deno-lint-ignore no-control-regex
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** A `batch` on its way: the requests it carries, in order. */
+interface BatchPending extends Pending {
+  readonly items: Pending[];
+}
+
 /** What the pipeline asks of the connection. */
 export interface Link {
   /** Whether the connection is up and authenticated. */
@@ -54,6 +85,19 @@ export class Requests {
   #nextId = 1;
   #pending = new Map<number, Pending>();
   #queue: Pending[] = [];
+  /** The most items per `batch` this server takes; 0: it has no `batch`. */
+  #batchMax = 0;
+  /** The most bytes of a `batch` line, and of its reply. */
+  #batchBytes = 0;
+  #replyBytes = 0;
+  /** The length of the host the server registers this client under. */
+  #host = 0;
+  /** Requests of this turn that go out together in a `batch`. */
+  #batch: Pending[] = [];
+  #batchLines: string[] = [];
+  #batchCost = 0;
+  #replyCost = 0;
+  #flushing = false;
 
   constructor(link: Link, report: (err: unknown) => void) {
     this.#link = link;
@@ -65,12 +109,108 @@ export class Requests {
     this.#outbox = outbox;
   }
 
-  /** Sends now, on the connection being set up or up. */
+  /**
+   * What the server's hello said of `batch`: the most items per batch
+   * (0: it has none) and its longest line; `maxLine` is this client's, and
+   * `host` the host the server registers it under.
+   */
+  batching(
+    max: number,
+    serverLine: number,
+    maxLine: number,
+    host: string,
+  ): void {
+    this.#batchMax = max;
+    this.#batchBytes = serverLine - 64;
+    this.#replyBytes = maxLine - 64;
+    this.#host = host.length;
+  }
+
+  /**
+   * Sends now, on the connection being set up or up. Registration changes
+   * made in the same turn go out together, as one `batch` at the end of the
+   * turn, when the server takes it; any other request sends them first, so
+   * the order on the wire is the order of the calls.
+   */
   transmit(p: Pending): void {
+    if (this.#batchMax > 0 && BATCHABLE.has(p.body.op)) {
+      const line = JSON.stringify(p.body);
+      // in bytes: UTF-16 code units take at most 3
+      const wide = ASCII.test(line) ? 1 : 3;
+      const cost = wide * line.length + 1;
+      const reply = wide * replyCost(p.body.op, line.length, this.#host);
+      if (cost <= this.#batchBytes && reply <= this.#replyBytes) {
+        if (
+          this.#batch.length >= this.#batchMax ||
+          this.#batchCost + cost > this.#batchBytes ||
+          this.#replyCost + reply > this.#replyBytes
+        ) this.#sendBatch();
+        this.#batch.push(p);
+        this.#batchLines.push(line);
+        this.#batchCost += cost;
+        this.#replyCost += reply;
+        if (!this.#flushing) {
+          this.#flushing = true;
+          queueMicrotask(() => {
+            this.#flushing = false;
+            this.#sendBatch();
+          });
+        }
+        return;
+      }
+    }
+    if (this.#batch.length > 0) this.#sendBatch();
     const id = this.#nextId++;
     p.id = id;
     this.#pending.set(id, p);
     this.#outbox!.send(encodeRequest(id, p.body));
+  }
+
+  /** Sends the batch of this turn: alone as itself, else as one `batch`. */
+  #sendBatch(): void {
+    const items = this.#batch;
+    const lines = this.#batchLines;
+    if (items.length === 0 || this.#outbox === undefined) return;
+    this.#batch = [];
+    this.#batchLines = [];
+    this.#batchCost = 0;
+    this.#replyCost = 0;
+    const id = this.#nextId++;
+    if (items.length === 1) {
+      const p = items[0]!;
+      p.id = id;
+      this.#pending.set(id, p);
+      this.#outbox.send(`{"id":${id},${lines[0]!.slice(1)}\n`);
+      return;
+    }
+    const batch: BatchPending = {
+      body: { op: "batch" } as Body,
+      items,
+      retry: false,
+      resolve: (result) => {
+        if (!Array.isArray(result) || result.length !== items.length) {
+          return batch.reject(
+            new ProtocolError(
+              "PROTOCOL",
+              `The server answered a batch of ${items.length} with something else`,
+            ),
+          );
+        }
+        for (let i = 0; i < items.length; i++) {
+          const r = result[i] as { result?: JsonValue; error?: WireError };
+          if (r?.error !== undefined) items[i]!.reject(errorFromWire(r.error));
+          else items[i]!.resolve(r?.result ?? null);
+        }
+      },
+      reject: (err) => {
+        for (const p of items) p.reject(err);
+      },
+    };
+    for (const p of items) p.id = id;
+    this.#pending.set(id, batch);
+    this.#outbox.send(
+      `{"id":${id},"op":"batch","ops":[${lines.join(",")}]}\n`,
+    );
   }
 
   /** Sends a request now, bypassing the queue (handshake only). */
@@ -105,7 +245,8 @@ export class Requests {
   withdraw(p: Pending): void {
     const i = this.#queue.indexOf(p);
     if (i >= 0) this.#queue.splice(i, 1);
-    if (p.id !== undefined && this.#pending.delete(p.id)) {
+    if (p.id !== undefined && this.#pending.get(p.id) === p) {
+      this.#pending.delete(p.id);
       this.transmit(quiet({ op: "cancel", target: p.id }));
     }
   }
@@ -136,8 +277,11 @@ export class Requests {
    */
   lost(): void {
     this.#outbox = undefined;
+    this.#batchMax = 0; // until the next server says it takes batches
     const lost = new ConnectionError("The connection to the server was lost");
-    const pending = [...this.#pending.values()];
+    const pending = [...this.#pending.values()].flatMap((p) =>
+      "items" in p ? (p as BatchPending).items : [p]
+    ).concat(this.#unbatch());
     this.#pending.clear();
     const again: Pending[] = [];
     for (const p of pending) {
@@ -148,9 +292,19 @@ export class Requests {
     this.#queue = again.concat(this.#queue);
   }
 
+  /** Takes back the requests of this turn's batch, not yet sent. */
+  #unbatch(): Pending[] {
+    const items = this.#batch;
+    this.#batch = [];
+    this.#batchLines = [];
+    this.#batchCost = 0;
+    this.#replyCost = 0;
+    return items;
+  }
+
   /** Rejects every request, sent or queued, with `err`. */
   rejectAll(err: unknown): void {
-    const all = [...this.#pending.values(), ...this.#queue];
+    const all = [...this.#pending.values(), ...this.#unbatch(), ...this.#queue];
     this.#pending.clear();
     this.#queue = [];
     for (const p of all) p.reject(err);

@@ -59,6 +59,8 @@ function suite(t: Transport): void {
         heartbeat: 3000,
         timeout: 10000,
         auth: null,
+        batch: 1024,
+        line: 65536,
       },
     });
     await r.json({ id: 1, op: "get", pattern: "web@1.2.x" });
