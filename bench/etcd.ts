@@ -12,6 +12,8 @@
  * deno task bench:etcd            # the figures, as a Markdown table
  * deno task bench:etcd --quick    # small sizes
  * deno task bench:etcd --json     # one JSON object on stdout: { rows, notes }
+ * deno task bench:etcd --only=regs,wake   # some figures: regs, query, wake,
+ *                                         # failover, heap, idle, leader
  * ```
  *
  * With `--json`, stdout holds only `{ "rows": [{ "figure", "memory",
@@ -39,6 +41,24 @@ import type { ImplOptions } from "./_types.ts";
 
 const quick = process.argv.includes("--quick");
 const json = process.argv.includes("--json");
+/** `--only regs,wake,…`: just those figures (of FIGURES). */
+const FIGURES = [
+  "regs",
+  "query",
+  "wake",
+  "failover",
+  "heap",
+  "idle",
+  "leader",
+] as const;
+const onlyArg = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
+const only = new Set(onlyArg?.split(",") ?? FIGURES);
+for (const f of only) {
+  if (!(FIGURES as readonly string[]).includes(f)) {
+    console.error(`bench:etcd: unknown figure "${f}" in --only (${FIGURES})`);
+    process.exit(2);
+  }
+}
 const HEAP_REGS = quick ? 10_000 : 100_000;
 const LEADER_KILLS = quick ? 1 : 3;
 const FLOOR_PUTS = quick ? 2_500 : 10_000;
@@ -342,17 +362,24 @@ function worker(): WorkerProc {
  * Server heap per registration, measured as `bench/main.ts` measures it: a
  * server process of its own, `heapUsed` after `gc()` with `n` registrations
  * (one client process, 10 connections with hosts of their own, the probe
- * off) minus the same before.
+ * off) minus the same before. On etcd, also a second server whose view only
+ * the watch feeds. Returns [the server registered through, the other].
  */
-async function heap(etcd: EtcdCluster | undefined, n: number) {
+async function heap(
+  etcd: EtcdCluster | undefined,
+  n: number,
+): Promise<[number, number | undefined]> {
   const server = worker();
+  const viewer = etcd === undefined ? undefined : worker();
   const clients = worker();
   try {
     const options: ImplOptions = etcd === undefined ? {} : {
       etcd: { endpoints: etcd.endpoints, prefix: `/bench-heap${++prefixes}/` },
     };
     const { port } = await server.call("listen", { port: 0, options }, 60_000);
+    await viewer?.call("listen", { port: 0, options }, 60_000);
     const base = await server.call("mem", {});
+    const viewBase = await viewer?.call("mem", {});
     const conns = Math.max(1, Math.ceil(n / 10_000));
     await clients.call("connect", {
       port,
@@ -360,25 +387,38 @@ async function heap(etcd: EtcdCluster | undefined, n: number) {
       options: { probe: false },
       advertise: Array.from({ length: conns }, (_, i) => `10.99.0.${i}`),
     }, 60_000);
-    const { watch } = await server.call("watch", { cmp: "ge", n });
+    const watches = await Promise.all(
+      [server, viewer].map((w) => w?.call("watch", { cmp: "ge", n })),
+    );
     const registering = clients.call(
       "register",
       { total: n, conns, offset: 0, kind: "svc" },
       600_000,
     );
-    const done = await server.call(
-      "await",
-      { watch, timeoutMs: 600_000 },
-      610_000,
+    const done = await Promise.all(
+      [server, viewer].map((w, i) =>
+        w?.call(
+          "await",
+          { watch: watches[i]!.watch, timeoutMs: 600_000 },
+          610_000,
+        )
+      ),
     );
     await registering;
-    if (!done.reached) {
-      throw new Error(`The server holds ${done.count} of ${n} registrations`);
+    if (done.some((d) => d !== undefined && !d.reached)) {
+      throw new Error(
+        `The servers hold ${done.map((d) => d?.count)} of ${n} registrations`,
+      );
     }
     const mem = await server.call("mem", {});
-    return (mem.heapUsed - base.heapUsed) / n;
+    const viewMem = await viewer?.call("mem", {});
+    return [
+      (mem.heapUsed - base.heapUsed) / n,
+      viewMem && viewBase && (viewMem.heapUsed - viewBase.heapUsed) / n,
+    ];
   } finally {
     await clients.kill();
+    await viewer?.kill();
     await server.kill();
   }
 }
@@ -461,53 +501,65 @@ if (import.meta.main) {
   };
   {
     await using etcd = await startEtcd();
-    const regsMem = await registrations(undefined);
-    const regsEtcd = await registrations(etcd);
-    say(
-      "registrations/s, 50 clients (etcd: over two servers)",
-      regsMem.toFixed(0),
-      regsEtcd.toFixed(0),
-    );
-    const f = await floor(etcd, 25);
-    say(
-      "floor: puts/s of a plain etcd client, txns of 25, two in flight, two watchers",
-      "-",
-      f.puts.toFixed(0),
-    );
-    const [qm50, qm99] = await queries(undefined);
-    const [qe50, qe99] = await queries(etcd);
-    say(
-      "query p50 / p99 (etcd: the local view)",
-      `${ms(qm50)} / ${ms(qm99)}`,
-      `${ms(qe50)} / ${ms(qe99)}`,
-    );
-    const [w50, w99] = await wakeups(etcd);
-    say(
-      "cross-server wake-up p50 / p99 (register through A → get() on B answered)",
-      "-",
-      `${ms(w50)} / ${ms(w99)}`,
-    );
-    say(
-      "floor: one txn → another client's watch event, p50 / p99 (txn alone p50)",
-      "-",
-      `${ms(f.ev50)} / ${ms(f.ev99)} (${ms(f.txn50)})`,
-    );
-    const [back, lost, doubled] = await failover(etcd);
-    say(
-      `SIGKILL of a server with ${FAIL_CLIENTS} clients × ${FAIL_SERVICES} services: all back through the other`,
-      "-",
-      `${back.toFixed(0)} ms, lost ${lost}, doubled ${doubled}`,
-    );
-    const heapMem = await heap(undefined, HEAP_REGS);
-    const heapEtcd = await heap(etcd, HEAP_REGS);
-    say(
-      `server heap per registration at ${
-        HEAP_REGS.toLocaleString("en")
-      } (a server process, after gc())`,
-      `${heapMem.toFixed(0)} B`,
-      `${heapEtcd.toFixed(0)} B`,
-    );
-    for (const n of IDLE) {
+    const f = only.has("regs") || only.has("wake")
+      ? await floor(etcd, 25)
+      : undefined;
+    if (only.has("regs")) {
+      const regsMem = await registrations(undefined);
+      const regsEtcd = await registrations(etcd);
+      say(
+        "registrations/s, 50 clients (etcd: over two servers)",
+        regsMem.toFixed(0),
+        regsEtcd.toFixed(0),
+      );
+      say(
+        "floor: puts/s of a plain etcd client, txns of 25, two in flight, two watchers",
+        "-",
+        f!.puts.toFixed(0),
+      );
+    }
+    if (only.has("query")) {
+      const [qm50, qm99] = await queries(undefined);
+      const [qe50, qe99] = await queries(etcd);
+      say(
+        "query p50 / p99 (etcd: the local view)",
+        `${ms(qm50)} / ${ms(qm99)}`,
+        `${ms(qe50)} / ${ms(qe99)}`,
+      );
+    }
+    if (only.has("wake")) {
+      const [w50, w99] = await wakeups(etcd);
+      say(
+        "cross-server wake-up p50 / p99 (register through A → get() on B answered)",
+        "-",
+        `${ms(w50)} / ${ms(w99)}`,
+      );
+      say(
+        "floor: one txn → another client's watch event, p50 / p99 (txn alone p50)",
+        "-",
+        `${ms(f!.ev50)} / ${ms(f!.ev99)} (${ms(f!.txn50)})`,
+      );
+    }
+    if (only.has("failover")) {
+      const [back, lost, doubled] = await failover(etcd);
+      say(
+        `SIGKILL of a server with ${FAIL_CLIENTS} clients × ${FAIL_SERVICES} services: all back through the other`,
+        "-",
+        `${back.toFixed(0)} ms, lost ${lost}, doubled ${doubled}`,
+      );
+    }
+    if (only.has("heap")) {
+      const [heapMem] = await heap(undefined, HEAP_REGS);
+      const [heapEtcd, heapView] = await heap(etcd, HEAP_REGS);
+      say(
+        `server heap per registration at ${
+          HEAP_REGS.toLocaleString("en")
+        } (a server process, after gc(); etcd: the server registered through / another, fed by the watch)`,
+        `${heapMem.toFixed(0)} B`,
+        `${heapEtcd.toFixed(0)} B / ${heapView?.toFixed(0)} B`,
+      );
+    }
+    for (const n of only.has("idle") ? IDLE : []) {
       say(
         `etcd requests/s with ${n} idle clients`,
         "-",
@@ -515,12 +567,14 @@ if (import.meta.main) {
       );
     }
   }
-  const lk = await leaderKill();
-  say(
-    "three members, leader killed: until registrations succeed again (median)",
-    "-",
-    `${lk.ms.toFixed(0)} ms (${lk.failed} failed meanwhile)`,
-  );
+  if (only.has("leader")) {
+    const lk = await leaderKill();
+    say(
+      "three members, leader killed: until registrations succeed again (median)",
+      "-",
+      `${lk.ms.toFixed(0)} ms (${lk.failed} failed meanwhile)`,
+    );
+  }
   notes.push(`load average at the end: ${loads()}`);
   if (json) {
     console.log(JSON.stringify({ rows, notes }));

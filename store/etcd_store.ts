@@ -127,7 +127,24 @@ class Local {
 
 type Result<T> = ChangeResult<T>;
 
-function parse(text: string): Stored | undefined {
+/**
+ * One copy of each string many registrations repeat (sessions, servers,
+ * hosts, environments, kinds), so that a view of 100,000 parsed values does
+ * not hold 100,000 copies of each. Forgets everything past `max` strings.
+ */
+class Strings {
+  #pool = new Map<string, string>();
+  constructor(readonly max = 10_000) {}
+  of(s: string): string {
+    const had = this.#pool.get(s);
+    if (had !== undefined) return had;
+    if (this.#pool.size >= this.max) this.#pool.clear();
+    this.#pool.set(s, s);
+    return s;
+  }
+}
+
+function parse(text: string, strings: Strings): Stored | undefined {
   try {
     const v = JSON.parse(text) as Stored;
     if (
@@ -135,7 +152,16 @@ function parse(text: string): Stored | undefined {
       typeof v.host === "string" && Number.isInteger(v.port) &&
       typeof v.role === "string" && typeof v.env === "string" &&
       typeof v.session === "string" && typeof v.server === "string"
-    ) return v;
+    ) {
+      v.session = strings.of(v.session);
+      v.server = strings.of(v.server);
+      v.host = strings.of(v.host);
+      v.env = strings.of(v.env);
+      if (typeof v.kind === "string") {
+        v.kind = strings.of(v.kind) as Stored["kind"];
+      }
+      return v;
+    }
   } catch {
     // not ours
   }
@@ -178,6 +204,8 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
    * still take effect): freed wherever they turn up.
    */
   #abandoned = new Set<string>();
+  /** Strings the parsed values share. */
+  readonly #strings = new Strings();
   /** Every write goes through it: the writes of one turn in one txn. */
   readonly #writes: WriteBatcher;
   #onChange: (c: Result<T>) => void = () => {};
@@ -226,7 +254,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     this.#writes = new WriteBatcher(this.#etcd.kv);
     this.#reg = new Registry<O | string, T>({ ...setup, start: Math.random() });
     this.#range = setup.range ?? { "*": DEFAULT_RANGE };
-    this.#server = crypto.randomUUID();
+    this.#server = this.#strings.of(crypto.randomUUID());
     // Ids unique across servers: a random prefix per server run.
     const run = crypto.randomUUID().slice(0, 8);
     let n = 0;
@@ -549,7 +577,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #local(owner: O): Local {
     let st = this.#locals.get(owner);
     if (st === undefined) {
-      st = new Local(owner.sid !== "" ? owner.sid : crypto.randomUUID());
+      st = new Local(
+        this.#strings.of(owner.sid !== "" ? owner.sid : crypto.randomUUID()),
+      );
       this.#locals.set(owner, st);
       this.#sids.set(st.sid, st);
     }
@@ -675,7 +705,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #learnFailed(key: string, rev: number, kv: KeyValue | undefined): void {
     const c = kv === undefined
       ? this.#learn(key, rev, undefined)
-      : this.#learn(key, kv.modRevision, parse(kv.value));
+      : this.#learn(key, kv.modRevision, parse(kv.value, this.#strings));
     this.#emit(c);
   }
 
@@ -768,7 +798,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     const present = new Set<string>();
     for (const kv of r.kvs) {
       present.add(kv.key);
-      const v = parse(kv.value);
+      const v = parse(kv.value, this.#strings);
       if (v !== undefined) merge(out, this.#learn(kv.key, kv.modRevision, v));
     }
     for (const [key, known] of [...this.#keys]) {
@@ -803,7 +833,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
             if (ev.type === "put") {
               // this server's own write, learned already: nothing to parse
               if ((this.#keys.get(key)?.rev ?? 0) >= at) continue;
-              const v = parse(ev.kv.value);
+              const v = parse(ev.kv.value, this.#strings);
               if (v !== undefined) this.#emit(this.#learn(key, at, v));
             } else {
               this.#emit(this.#learn(key, at, undefined));

@@ -96,20 +96,24 @@ export class WriteBatcher {
   /** Sends txns while some may fly and some writes can go. */
   #pump(): void {
     while (this.#flying < this.#inFlight && this.#queue.length > 0) {
+      // From the front, up to maxOps writes of keys in no txn; the writes
+      // passed over keep their place.
       const part: Pending[] = [];
       const keys = new Set<string>();
-      const rest: Pending[] = [];
-      for (const p of this.#queue) {
-        if (
-          part.length < this.#maxOps && !this.#busy.has(p.w.key) &&
-          !keys.has(p.w.key)
-        ) {
+      const passed: Pending[] = [];
+      let i = 0;
+      for (; i < this.#queue.length && part.length < this.#maxOps; i++) {
+        const p = this.#queue[i]!;
+        if (this.#busy.has(p.w.key) || keys.has(p.w.key)) passed.push(p);
+        else {
           part.push(p);
           keys.add(p.w.key);
-        } else rest.push(p);
+        }
       }
       if (part.length === 0) return; // every key waits for its txn
-      this.#queue = rest;
+      this.#queue = i === this.#queue.length
+        ? passed
+        : passed.concat(this.#queue.slice(i));
       for (const k of keys) this.#busy.add(k);
       this.#flying++;
       this.#send(part).finally(() => {
