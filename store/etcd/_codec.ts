@@ -19,12 +19,15 @@ export function bytesOf(b: Bytes): Uint8Array {
   return typeof b === "string" ? encoder.encode(b) : b;
 }
 
-/** Any character outside ASCII. */
-const NOT_ASCII = /[^\x00-\x7f]/;
+/**
+ * Anything but printable ASCII, tab and line breaks: text without it is its
+ * own UTF-8 (other text takes the byte path, which is right for all).
+ */
+const NOT_ASCII = /[^ -~\t\n\r]/;
 
 /** Base64 of `b`, as the gateway wants keys and values. */
 export function b64(b: Bytes): string {
-  // ASCII text is its own UTF-8: btoa takes it as it is
+  // printable ASCII is its own UTF-8: btoa takes it as it is
   if (typeof b === "string" && !NOT_ASCII.test(b)) return btoa(b);
   const bytes = bytesOf(b);
   let bin = "";
@@ -48,7 +51,7 @@ export function unb64(s: unknown, field: string): Uint8Array {
 export function unb64Text(s: unknown, field: string): string {
   if (typeof s === "string") {
     const bin = atob(s);
-    // ASCII bytes are their own text
+    // printable ASCII bytes are their own text
     if (!NOT_ASCII.test(bin)) return bin;
   }
   return decoder.decode(unb64(s, field));
