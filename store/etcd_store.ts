@@ -129,7 +129,7 @@ type Result<T> = ChangeResult<T>;
 
 /**
  * One copy of each string many registrations repeat (sessions, servers,
- * hosts, environments, kinds), so that a view of 100,000 parsed values does
+ * hosts, roles, environments, kinds), so that a view of 100,000 parsed values does
  * not hold 100,000 copies of each. Forgets everything past `max` strings.
  */
 class Strings {
@@ -156,6 +156,7 @@ function parse(text: string, strings: Strings): Stored | undefined {
       v.session = strings.of(v.session);
       v.server = strings.of(v.server);
       v.host = strings.of(v.host);
+      v.role = strings.of(v.role);
       v.env = strings.of(v.env);
       if (typeof v.kind === "string") {
         v.kind = strings.of(v.kind) as Stored["kind"];
@@ -610,7 +611,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       id,
       host: input.host,
       port,
-      role: input.role,
+      role: this.#strings.of(input.role),
       env: input.env,
       session: st.sid,
       server: this.#server,
