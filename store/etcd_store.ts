@@ -129,8 +129,9 @@ type Result<T> = ChangeResult<T>;
 
 /**
  * One copy of each string many registrations repeat (sessions, servers,
- * hosts, roles, environments, kinds), so that a view of 100,000 parsed values does
- * not hold 100,000 copies of each. Forgets everything past `max` strings.
+ * hosts, roles, environments, kinds), so that a view of 100,000 parsed
+ * values does not hold 100,000 copies of each. Starts over past `max`
+ * strings.
  */
 class Strings {
   #pool = new Map<string, string>();

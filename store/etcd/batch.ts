@@ -4,7 +4,9 @@
  * asked for in one event-loop turn go to etcd as one txn (up to
  * `maxOps`), several txns may be in flight, and a key is never in two
  * txns at once, so two writes of one key run in the order they were asked
- * for.
+ * for. A txn that takes longer than `stall` ms (etcd electing a leader, a
+ * member gone) stops counting against `inFlight`, so that the writes after
+ * it go on without waiting for its timeout.
  *
  * A txn commits all its writes or none. When one compare fails, the txn's
  * failure branch reads every key of it: the writes whose compare failed are
@@ -39,8 +41,12 @@ export type Written =
 export interface BatchOptions {
   /** The most writes in one txn (default 100; etcd takes 128 by default). */
   maxOps?: number;
-  /** The most txns in flight at once (default 4). */
+  /** The most txns in flight at once that are not stalled (default 4). */
   inFlight?: number;
+  /** Milliseconds after which a txn in flight counts as stalled (default 100). */
+  stall?: number;
+  /** The most txns in flight at once, stalled ones included (default 64). */
+  maxInFlight?: number;
 }
 
 interface Pending {
@@ -54,11 +60,16 @@ export class WriteBatcher {
   readonly #kv: KV;
   readonly #maxOps: number;
   readonly #inFlight: number;
+  readonly #stall: number;
+  readonly #maxInFlight: number;
   #queue: Pending[] = [];
   /** Keys in a txn in flight. */
   #busy = new Set<string>();
-  #flying = 0;
+  /** When each txn in flight was sent (performance.now()). */
+  #flying = new Set<{ at: number }>();
   #scheduled = false;
+  /** Pumps again when the oldest fresh txn stalls. */
+  #timer: ReturnType<typeof setTimeout> | undefined;
   /** Txns sent, and writes carried (for the benchmarks). */
   txns = 0;
   writes = 0;
@@ -67,6 +78,24 @@ export class WriteBatcher {
     this.#kv = kv;
     this.#maxOps = options.maxOps ?? 100;
     this.#inFlight = options.inFlight ?? 4;
+    this.#stall = options.stall ?? 100;
+    this.#maxInFlight = options.maxInFlight ?? 64;
+  }
+
+  /** Whether another txn may go now; if not, in how many ms to look again. */
+  #room(): true | number {
+    if (this.#flying.size >= this.#maxInFlight) return Infinity;
+    if (this.#flying.size < this.#inFlight) return true;
+    const now = performance.now();
+    let fresh = 0;
+    let oldest = Infinity;
+    for (const f of this.#flying) {
+      if (now - f.at < this.#stall) {
+        fresh++;
+        oldest = Math.min(oldest, f.at);
+      }
+    }
+    return fresh < this.#inFlight ? true : oldest + this.#stall - now;
   }
 
   /**
@@ -95,7 +124,17 @@ export class WriteBatcher {
 
   /** Sends txns while some may fly and some writes can go. */
   #pump(): void {
-    while (this.#flying < this.#inFlight && this.#queue.length > 0) {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    while (this.#queue.length > 0) {
+      const room = this.#room();
+      if (room !== true) {
+        // a txn ending pumps again; so does the next one to stall
+        if (room !== Infinity) {
+          this.#timer = setTimeout(() => this.#pump(), Math.max(1, room));
+        }
+        return;
+      }
       // From the front, up to maxOps writes of keys in no txn; the writes
       // passed over keep their place.
       const part: Pending[] = [];
@@ -115,10 +154,11 @@ export class WriteBatcher {
         ? passed
         : passed.concat(this.#queue.slice(i));
       for (const k of keys) this.#busy.add(k);
-      this.#flying++;
+      const flight = { at: performance.now() };
+      this.#flying.add(flight);
       this.#send(part).finally(() => {
         for (const k of keys) this.#busy.delete(k);
-        this.#flying--;
+        this.#flying.delete(flight);
         this.#pump();
       });
     }
