@@ -33,8 +33,8 @@ import {
   EtcdError,
   type KeyValue,
   type Watch,
+  WriteBatcher,
 } from "./etcd/mod.ts";
-import { WriteBatcher } from "./etcd/batch.ts";
 import { RegistryError, SeaportError } from "../errors.ts";
 import {
   type ChangeResult,

@@ -25,8 +25,8 @@ import {
   type Watch,
   type WatchEnd,
   type WatchEvent,
+  WriteBatcher,
 } from "../store/etcd/mod.ts";
-import { WriteBatcher } from "../store/etcd/batch.ts";
 import { etcdMissing, startEtcd } from "./_etcd.ts";
 import { skip as skipTest, within } from "./_helpers.ts";
 

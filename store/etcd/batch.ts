@@ -70,10 +70,17 @@ export class WriteBatcher {
   #scheduled = false;
   /** Pumps again when the oldest fresh txn stalls. */
   #timer: ReturnType<typeof setTimeout> | undefined;
-  /** Txns sent, and writes carried (for the benchmarks). */
+  /** How many txns were sent. */
   txns = 0;
+  /** How many writes those txns carried. */
   writes = 0;
 
+  /**
+   * A batcher that sends through `kv`.
+   *
+   * @param kv The etcd client's KV service.
+   * @param options The most writes per txn and txns in flight.
+   */
   constructor(kv: KV, options: BatchOptions = {}) {
     this.#kv = kv;
     this.#maxOps = options.maxOps ?? 100;
