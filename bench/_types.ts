@@ -33,6 +33,8 @@ export interface ImplOptions {
   timeout?: number;
   /** Ours: check that an allocated port can be bound (default true). */
   probe?: boolean;
+  /** Ours, server: keep the registry in etcd (`bench/etcd.ts`). */
+  etcd?: { endpoints: string[]; prefix: string };
 }
 
 /** Which names `register` uses. */

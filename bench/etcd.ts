@@ -1,26 +1,67 @@
 /**
  * Figures of the etcd store beside the in-memory one, on loopback with one
- * real etcd member (Debian's etcd-server 3.4): registrations per second with
- * 50 clients over two servers, query latency from the local view, the
- * cross-server wake-up, the failover of a killed server's clients, and
- * etcd's requests per second with idle clients.
+ * real etcd member (Debian's etcd-server 3.4) unless said: registrations per
+ * second with 50 clients over two servers, query latency from the local
+ * view, the cross-server wake-up, the failover of a killed server's
+ * clients, the server's heap per registration at 100,000, the time until
+ * registrations succeed again after the etcd leader of three is killed,
+ * etcd's requests per second with idle clients, and the floor: what a plain
+ * etcd client gets from the same member with the same batches.
  *
  * ```sh
  * deno task bench:etcd            # the figures, as a Markdown table
  * deno task bench:etcd --quick    # small sizes
+ * deno task bench:etcd --json     # one JSON object on stdout: { rows, notes }
+ * deno task bench:etcd --only=regs,wake   # some figures: regs, query, wake,
+ *                                         # failover, heap, idle, leader
  * ```
+ *
+ * With `--json`, stdout holds only `{ "rows": [{ "figure", "memory",
+ * "etcd" }, …], "notes": [string, …] }`, the rows of the Markdown table;
+ * progress goes to stderr.
  *
  * @module
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import os from "node:os";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { connect, createServer } from "../mod.ts";
 import type { Ports, Server, ServerOptions } from "../mod.ts";
-import { type EtcdCluster, etcdMissing, startEtcd } from "../tests/_etcd.ts";
+import { createEtcdClient } from "../store/etcd/mod.ts";
+import {
+  etcdBinary,
+  type EtcdCluster,
+  etcdMissing,
+  startEtcd,
+} from "../tests/_etcd.ts";
 import { defaultTransport, type Transport } from "../transport.ts";
+import { WorkerProc } from "./_proc.ts";
+import type { ImplOptions } from "./_types.ts";
 
 const quick = process.argv.includes("--quick");
+const json = process.argv.includes("--json");
+/** `--only regs,wake,…`: just those figures (of FIGURES). */
+const FIGURES = [
+  "regs",
+  "query",
+  "wake",
+  "failover",
+  "heap",
+  "idle",
+  "leader",
+] as const;
+const onlyArg = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
+const only = new Set(onlyArg?.split(",") ?? FIGURES);
+for (const f of only) {
+  if (!(FIGURES as readonly string[]).includes(f)) {
+    console.error(`bench:etcd: unknown figure "${f}" in --only (${FIGURES})`);
+    process.exit(2);
+  }
+}
+const HEAP_REGS = quick ? 10_000 : 100_000;
+const LEADER_KILLS = quick ? 1 : 3;
+const FLOOR_PUTS = quick ? 2_500 : 10_000;
 const REGS_PER_CLIENT = quick ? 20 : 100;
 const QUERIES = quick ? 500 : 5000;
 const WAKES = quick ? 50 : 300;
@@ -220,51 +261,341 @@ async function idle(etcd: EtcdCluster, n: number): Promise<number> {
   return rate;
 }
 
+/**
+ * The floor: a plain etcd client, no seaport, on the same member. Txns of
+ * `batch` puts on absent keys (compared on mod revision 0, with a lease), two
+ * in flight, while two watchers (the two servers' views) read every event.
+ * And one txn at a time, timed until a second client's watch sees it.
+ */
+async function floor(
+  etcd: EtcdCluster,
+  batch: number,
+): Promise<{ puts: number; txn50: number; ev50: number; ev99: number }> {
+  const c = createEtcdClient({ endpoints: etcd.endpoints });
+  const other = createEtcdClient({ endpoints: etcd.endpoints });
+  const prefix = `/floor${++prefixes}/`;
+  const lease = (await c.lease.grant(60)).id;
+  let onEvent: () => void = () => {};
+  const watches = [c, other].map((cl) =>
+    cl.watcher.watch(prefix, { prefix: true })
+  );
+  await Promise.all(watches.map((w) => w.ready));
+  const reading = watches.map(async (w, i) => {
+    for await (const _ of w) if (i === 1) onEvent();
+  });
+  const value = JSON.stringify({
+    id: "0123abcd-1a",
+    host: "127.0.0.1",
+    port: 12345,
+    role: "r12-34",
+    env: "",
+    session: crypto.randomUUID(),
+    server: crypto.randomUUID(),
+    ready: true,
+    kind: "allocate",
+  });
+  let k = 0;
+  const txnOf = (n: number) => {
+    const keys = Array.from({ length: n }, () => `${prefix}127.0.0.1/${++k}`);
+    return c.kv.txn({
+      compare: keys.map((key) => ({
+        key,
+        target: "mod" as const,
+        result: "=" as const,
+        value: 0,
+      })),
+      success: keys.map((key) => ({ op: "put" as const, key, value, lease })),
+    });
+  };
+  let sent = 0;
+  const t0 = performance.now();
+  await Promise.all([0, 1].map(async () => {
+    while (sent < FLOOR_PUTS) {
+      sent += batch;
+      await txnOf(batch);
+    }
+  }));
+  const puts = sent / ((performance.now() - t0) / 1000);
+  const txns: number[] = [];
+  const events: number[] = [];
+  for (let i = 0; i < WAKES; i++) {
+    const seen = new Promise<number>((r) =>
+      onEvent = () => r(performance.now())
+    );
+    const t = performance.now();
+    await txnOf(1);
+    txns.push(performance.now() - t);
+    events.push(await seen - t);
+  }
+  await Promise.all(watches.map((w) => w.close()));
+  await Promise.all(reading);
+  await c.lease.revoke(lease);
+  await c.close();
+  await other.close();
+  return {
+    puts,
+    txn50: pct(txns, 0.5),
+    ev50: pct(events, 0.5),
+    ev99: pct(events, 0.99),
+  };
+}
+
+/** A seaport worker process of `bench/main.ts`, run with --expose-gc. */
+function worker(): WorkerProc {
+  const root = fileURLToPath(new URL("../", import.meta.url));
+  return new WorkerProc({
+    label: "ours-deno",
+    cmd: Deno.execPath(),
+    args: [
+      "run",
+      "--allow-all",
+      "--no-lock",
+      "--v8-flags=--expose-gc",
+      `${root}bench/_ours_worker.ts`,
+      pathToFileURL(`${root}mod.ts`).href,
+    ],
+    cwd: root,
+  });
+}
+
+/**
+ * Server heap per registration, measured as `bench/main.ts` measures it: a
+ * server process of its own, `heapUsed` after `gc()` with `n` registrations
+ * (one client process, 10 connections with hosts of their own, the probe
+ * off) minus the same before. On etcd, also a second server whose view only
+ * the watch feeds. Returns [the server registered through, the other].
+ */
+async function heap(
+  etcd: EtcdCluster | undefined,
+  n: number,
+): Promise<[number, number | undefined]> {
+  const server = worker();
+  const viewer = etcd === undefined ? undefined : worker();
+  const clients = worker();
+  try {
+    const options: ImplOptions = etcd === undefined ? {} : {
+      etcd: { endpoints: etcd.endpoints, prefix: `/bench-heap${++prefixes}/` },
+    };
+    const { port } = await server.call("listen", { port: 0, options }, 60_000);
+    await viewer?.call("listen", { port: 0, options }, 60_000);
+    const base = await server.call("mem", {});
+    const viewBase = await viewer?.call("mem", {});
+    const conns = Math.max(1, Math.ceil(n / 10_000));
+    await clients.call("connect", {
+      port,
+      n: conns,
+      options: { probe: false },
+      advertise: Array.from({ length: conns }, (_, i) => `10.99.0.${i}`),
+    }, 60_000);
+    const watches = await Promise.all(
+      [server, viewer].map((w) => w?.call("watch", { cmp: "ge", n })),
+    );
+    const registering = clients.call(
+      "register",
+      { total: n, conns, offset: 0, kind: "svc" },
+      600_000,
+    );
+    const done = await Promise.all(
+      [server, viewer].map((w, i) =>
+        w?.call(
+          "await",
+          { watch: watches[i]!.watch, timeoutMs: 600_000 },
+          610_000,
+        )
+      ),
+    );
+    await registering;
+    if (done.some((d) => d !== undefined && !d.reached)) {
+      throw new Error(
+        `The servers hold ${done.map((d) => d?.count)} of ${n} registrations`,
+      );
+    }
+    const mem = await server.call("mem", {});
+    const viewMem = await viewer?.call("mem", {});
+    return [
+      (mem.heapUsed - base.heapUsed) / n,
+      viewMem && viewBase && (viewMem.heapUsed - viewBase.heapUsed) / n,
+    ];
+  } finally {
+    await clients.kill();
+    await viewer?.kill();
+    await server.kill();
+  }
+}
+
+/**
+ * Kills the etcd leader of three members while registrations go on through
+ * two servers: a new one every 10 ms on an idle connection (a new
+ * connection when none is idle), so that requests held up by the election
+ * (etcd answers those only at its timeout) do not hold up the next. The time from
+ * the kill until a registration asked for after it succeeds. Median of
+ * `LEADER_KILLS`.
+ */
+async function leaderKill(): Promise<{ ms: number; failed: number }> {
+  await using etcd = await startEtcd({ members: 3 });
+  const times: number[] = [];
+  let failed = 0;
+  for (let trial = 0; trial < LEADER_KILLS; trial++) {
+    const servers = await pair(etcd, 2);
+    const clients = Array.from(
+      { length: 40 },
+      (_, i) => client(servers[i % 2]!),
+    );
+    await Promise.all(clients.map((c) => c.query("warm")));
+    const idle = new Set(clients);
+    const pending = new Set<Promise<void>>();
+    let killedAt = Infinity;
+    let back = Infinity;
+    let k = 0;
+    const attempt = (c: Ports) => {
+      idle.delete(c);
+      const asked = performance.now();
+      const p = c.service(`l${trial}-${++k}`).then(async (port) => {
+        if (asked > killedAt) back = Math.min(back, performance.now());
+        await c.free(port).catch(() => {}); // freed with the client at worst
+      }, () => {
+        failed++; // the election: UNAVAILABLE
+      }).finally(() => {
+        idle.add(c);
+        pending.delete(p);
+      });
+      pending.add(p);
+    };
+    const ticker = setInterval(() => {
+      let c = idle.values().next().value;
+      if (c === undefined && clients.length < 1000) {
+        c = client(servers[clients.length % 2]!);
+        clients.push(c);
+      }
+      if (c !== undefined) attempt(c);
+    }, 10);
+    await new Promise((r) => setTimeout(r, 300));
+    const leader = await etcd.leader();
+    killedAt = performance.now();
+    await leader.kill();
+    const deadline = killedAt + 30_000;
+    while (back === Infinity && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    clearInterval(ticker);
+    await Promise.all(pending);
+    times.push(back - killedAt);
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.close()));
+    await leader.restart();
+    await etcd.healthy();
+  }
+  return { ms: pct(times, 0.5), failed };
+}
+
+const loads = () =>
+  os.loadavg().map((l) => l.toFixed(2)).join(", ") +
+  ` (${os.cpus().length} cores)`;
+
 if (import.meta.main) {
   if (etcdMissing) {
     console.error(`bench:etcd: ${etcdMissing}`);
     process.exit(1);
   }
-  await using etcd = await startEtcd();
-  const rows: [string, string, string][] = [];
-  const say = (what: string, memory: string, onEtcd: string) => {
-    rows.push([what, memory, onEtcd]);
-    console.error(`${what}: ${memory} | ${onEtcd}`);
+  const version = spawnSync(etcdBinary!, ["--version"], { encoding: "utf8" })
+    .stdout.split("\n")[0]?.trim() ?? "etcd";
+  const notes: string[] = [
+    `${version}, one member on loopback unless said (data in ${os.tmpdir()}; heartbeat 50 ms, election timeout 500 ms), servers and clients in the bench process unless said, the port probe off${
+      quick ? "; --quick sizes" : ""
+    }`,
+    `load average at the start: ${loads()}`,
+  ];
+  const rows: { figure: string; memory: string; etcd: string }[] = [];
+  const say = (figure: string, memory: string, onEtcd: string) => {
+    rows.push({ figure, memory, etcd: onEtcd });
+    console.error(`${figure}: ${memory} | ${onEtcd}`);
   };
-  const regsMem = await registrations(undefined);
-  const regsEtcd = await registrations(etcd);
-  say(
-    "registrations/s, 50 clients (etcd: over two servers)",
-    regsMem.toFixed(0),
-    regsEtcd.toFixed(0),
-  );
-  const [qm50, qm99] = await queries(undefined);
-  const [qe50, qe99] = await queries(etcd);
-  say(
-    "query p50 / p99 (etcd: the local view)",
-    `${ms(qm50)} / ${ms(qm99)}`,
-    `${ms(qe50)} / ${ms(qe99)}`,
-  );
-  const [w50, w99] = await wakeups(etcd);
-  say(
-    "cross-server wake-up p50 / p99 (register through A → get() on B answered)",
-    "-",
-    `${ms(w50)} / ${ms(w99)}`,
-  );
-  const [back, lost, doubled] = await failover(etcd);
-  say(
-    `SIGKILL of a server with ${FAIL_CLIENTS} clients × ${FAIL_SERVICES} services: all back through the other`,
-    "-",
-    `${back.toFixed(0)} ms, lost ${lost}, doubled ${doubled}`,
-  );
-  for (const n of IDLE) {
+  {
+    await using etcd = await startEtcd();
+    const f = only.has("regs") || only.has("wake")
+      ? await floor(etcd, 25)
+      : undefined;
+    if (only.has("regs")) {
+      const regsMem = await registrations(undefined);
+      const regsEtcd = await registrations(etcd);
+      say(
+        "registrations/s, 50 clients (etcd: over two servers)",
+        regsMem.toFixed(0),
+        regsEtcd.toFixed(0),
+      );
+      say(
+        "floor: puts/s of a plain etcd client, txns of 25, two in flight, two watchers",
+        "-",
+        f!.puts.toFixed(0),
+      );
+    }
+    if (only.has("query")) {
+      const [qm50, qm99] = await queries(undefined);
+      const [qe50, qe99] = await queries(etcd);
+      say(
+        "query p50 / p99 (etcd: the local view)",
+        `${ms(qm50)} / ${ms(qm99)}`,
+        `${ms(qe50)} / ${ms(qe99)}`,
+      );
+    }
+    if (only.has("wake")) {
+      const [w50, w99] = await wakeups(etcd);
+      say(
+        "cross-server wake-up p50 / p99 (register through A → get() on B answered)",
+        "-",
+        `${ms(w50)} / ${ms(w99)}`,
+      );
+      say(
+        "floor: one txn → another client's watch event, p50 / p99 (txn alone p50)",
+        "-",
+        `${ms(f!.ev50)} / ${ms(f!.ev99)} (${ms(f!.txn50)})`,
+      );
+    }
+    if (only.has("failover")) {
+      const [back, lost, doubled] = await failover(etcd);
+      say(
+        `SIGKILL of a server with ${FAIL_CLIENTS} clients × ${FAIL_SERVICES} services: all back through the other`,
+        "-",
+        `${back.toFixed(0)} ms, lost ${lost}, doubled ${doubled}`,
+      );
+    }
+    if (only.has("heap")) {
+      const [heapMem] = await heap(undefined, HEAP_REGS);
+      const [heapEtcd, heapView] = await heap(etcd, HEAP_REGS);
+      say(
+        `server heap per registration at ${
+          HEAP_REGS.toLocaleString("en")
+        } (a server process, after gc(); etcd: the server registered through / another, fed by the watch)`,
+        `${heapMem.toFixed(0)} B`,
+        `${heapEtcd.toFixed(0)} B / ${heapView?.toFixed(0)} B`,
+      );
+    }
+    for (const n of only.has("idle") ? IDLE : []) {
+      say(
+        `etcd requests/s with ${n} idle clients`,
+        "-",
+        (await idle(etcd, n)).toFixed(1),
+      );
+    }
+  }
+  if (only.has("leader")) {
+    const lk = await leaderKill();
     say(
-      `etcd requests/s with ${n} idle clients`,
+      "three members, leader killed: until registrations succeed again (median)",
       "-",
-      (await idle(etcd, n)).toFixed(1),
+      `${lk.ms.toFixed(0)} ms (${lk.failed} failed meanwhile)`,
     );
   }
-  console.log("| figure | in memory | on etcd |");
-  console.log("| ------ | --------- | ------- |");
-  for (const [a, b, c] of rows) console.log(`| ${a} | ${b} | ${c} |`);
+  notes.push(`load average at the end: ${loads()}`);
+  if (json) {
+    console.log(JSON.stringify({ rows, notes }));
+  } else {
+    console.log("| figure | in memory | on etcd |");
+    console.log("| ------ | --------- | ------- |");
+    for (const r of rows) {
+      console.log(`| ${r.figure} | ${r.memory} | ${r.etcd} |`);
+    }
+    console.log();
+    for (const n of notes) console.log(`- ${n}`);
+  }
 }

@@ -16,6 +16,10 @@
  * - Every later write (ready, unready, free, takeover) compares the mod
  *   revision this server last saw: a late write of a server that lost the
  *   key never wins.
+ * - Writes go through a {@linkcode WriteBatcher}: those of one event-loop
+ *   turn (claims, ready, unready, frees, takeovers) go as one txn of up to
+ *   100 compares, several txns in flight, never two writes of one key at
+ *   once (so they land in the order asked for).
  * - A successful write is applied to the view at once (a client reads its
  *   own writes); the watch's echo of it is skipped by revision.
  * - A compacted or broken watch: read the range again at a new revision R,
@@ -29,6 +33,7 @@ import {
   EtcdError,
   type KeyValue,
   type Watch,
+  WriteBatcher,
 } from "./etcd/mod.ts";
 import { RegistryError, SeaportError } from "../errors.ts";
 import {
@@ -122,16 +127,25 @@ class Local {
 
 type Result<T> = ChangeResult<T>;
 
-/** A claim waiting for its batch. */
-interface Claim<T> {
-  st: Local;
-  key: string;
-  value: Stored;
-  resolve: (c: Result<T> | undefined) => void;
-  reject: (err: unknown) => void;
+/**
+ * One copy of each string many registrations repeat (sessions, servers,
+ * hosts, roles, environments, kinds), so that a view of 100,000 parsed
+ * values does not hold 100,000 copies of each. Starts over past `max`
+ * strings.
+ */
+class Strings {
+  #pool = new Map<string, string>();
+  constructor(readonly max = 10_000) {}
+  of(s: string): string {
+    const had = this.#pool.get(s);
+    if (had !== undefined) return had;
+    if (this.#pool.size >= this.max) this.#pool.clear();
+    this.#pool.set(s, s);
+    return s;
+  }
 }
 
-function parse(text: string): Stored | undefined {
+function parse(text: string, strings: Strings): Stored | undefined {
   try {
     const v = JSON.parse(text) as Stored;
     if (
@@ -139,7 +153,17 @@ function parse(text: string): Stored | undefined {
       typeof v.host === "string" && Number.isInteger(v.port) &&
       typeof v.role === "string" && typeof v.env === "string" &&
       typeof v.session === "string" && typeof v.server === "string"
-    ) return v;
+    ) {
+      v.session = strings.of(v.session);
+      v.server = strings.of(v.server);
+      v.host = strings.of(v.host);
+      v.role = strings.of(v.role);
+      v.env = strings.of(v.env);
+      if (typeof v.kind === "string") {
+        v.kind = strings.of(v.kind) as Stored["kind"];
+      }
+      return v;
+    }
   } catch {
     // not ours
   }
@@ -182,10 +206,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
    * still take effect): freed wherever they turn up.
    */
   #abandoned = new Set<string>();
-  /** Claims of this turn, sent together. */
-  #batch: Claim<T>[] | undefined;
-  /** Claim txns in flight. */
-  #claiming = 0;
+  /** Strings the parsed values share. */
+  readonly #strings = new Strings();
+  /** Every write goes through it: the writes of one turn in one txn. */
+  readonly #writes: WriteBatcher;
   #onChange: (c: Result<T>) => void = () => {};
   #closed = false;
   #watch: Watch | undefined;
@@ -229,9 +253,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       ...(options.password !== undefined ? { password: options.password } : {}),
       ...(options.ca !== undefined ? { ca: options.ca } : {}),
     });
+    this.#writes = new WriteBatcher(this.#etcd.kv);
     this.#reg = new Registry<O | string, T>({ ...setup, start: Math.random() });
     this.#range = setup.range ?? { "*": DEFAULT_RANGE };
-    this.#server = crypto.randomUUID();
+    this.#server = this.#strings.of(crypto.randomUUID());
     // Ids unique across servers: a random prefix per server run.
     const run = crypto.randomUUID().slice(0, 8);
     let n = 0;
@@ -395,9 +420,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       }
       busy.add(port);
       try {
-        const c = await this.#claim(
+        const c = await this.#put(
           st,
           this.#key(host, port),
+          0,
           this.#value(st, input, this.#newId(), port, ready, "allocate"),
         );
         if (c !== undefined) return c;
@@ -553,7 +579,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #local(owner: O): Local {
     let st = this.#locals.get(owner);
     if (st === undefined) {
-      st = new Local(owner.sid !== "" ? owner.sid : crypto.randomUUID());
+      st = new Local(
+        this.#strings.of(owner.sid !== "" ? owner.sid : crypto.randomUUID()),
+      );
       this.#locals.set(owner, st);
       this.#sids.set(st.sid, st);
     }
@@ -584,7 +612,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       id,
       host: input.host,
       port,
-      role: input.role,
+      role: this.#strings.of(input.role),
       env: input.env,
       session: st.sid,
       server: this.#server,
@@ -610,15 +638,12 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     this.#writing.set(value.id, st);
     let r;
     try {
-      r = await this.#etcd.kv.txn({
-        compare: [{ key, target: "mod", result: "=", value: seen }],
-        success: [{
-          op: "put",
-          key,
-          value: JSON.stringify(value),
-          lease: this.#lease,
-        }],
-        failure: [{ op: "get", key }],
+      r = await this.#writes.write({
+        key,
+        seen,
+        op: "put",
+        value: JSON.stringify(value),
+        lease: this.#lease,
       });
     } catch (err) {
       // No answer: it may take effect yet. A new registration the client
@@ -632,10 +657,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       this.#writing.delete(value.id);
     }
     if (!r.succeeded) {
-      this.#learnFailed(key, r);
+      this.#learnFailed(key, r.revision, r.kv);
       return undefined;
     }
-    return this.#landed(st, key, r.header.revision, value);
+    return this.#landed(st, key, r.revision, value);
   }
 
   /** A write of `value` took effect at revision `rev`: the view learns it. */
@@ -660,100 +685,17 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     return c;
   }
 
-  /**
-   * Claims a free port's key. A claim goes at once when no claim txn is in
-   * flight; the claims that arrive meanwhile go together
-   * as one txn (up to 100), each compared on its key's absence. When one
-   * compare fails, the whole txn does nothing and each is tried alone.
-   */
-  #claim(
-    st: Local,
-    key: string,
-    value: Stored,
-  ): Promise<Result<T> | undefined> {
-    return new Promise((resolve, reject) => {
-      (this.#batch ??= []).push({ st, key, value, resolve, reject });
-      if (this.#claiming < 1) this.#flush();
-    });
-  }
-
-  #flush(): void {
-    const all = this.#batch ?? [];
-    this.#batch = undefined;
-    for (let i = 0; i < all.length; i += 100) {
-      const part = all.slice(i, i + 100);
-      this.#claiming++;
-      const sent = part.length === 1
-        ? this.#put(part[0]!.st, part[0]!.key, 0, part[0]!.value).then(
-          part[0]!.resolve,
-          part[0]!.reject,
-        )
-        : this.#claimAll(part);
-      sent.finally(() => {
-        this.#claiming--;
-        if (this.#batch !== undefined && this.#claiming < 1) this.#flush();
-      });
-    }
-  }
-
-  async #claimAll(part: Claim<T>[]): Promise<void> {
-    for (const c of part) this.#writing.set(c.value.id, c.st);
-    let r;
-    try {
-      r = await this.#etcd.kv.txn({
-        compare: part.map((c) => ({
-          key: c.key,
-          target: "mod" as const,
-          result: "=" as const,
-          value: 0,
-        })),
-        success: part.map((c) => ({
-          op: "put" as const,
-          key: c.key,
-          value: JSON.stringify(c.value),
-          lease: this.#lease,
-        })),
-      });
-    } catch (err) {
-      for (const c of part) {
-        this.#abandoned.add(c.value.id);
-        if (this.#keys.get(c.key)?.value?.id === c.value.id) this.#ghost(c.key);
-        c.reject(err);
-      }
-      return;
-    } finally {
-      for (const c of part) this.#writing.delete(c.value.id);
-    }
-    if (!r.succeeded) {
-      // someone took one of them: each alone, learning who
-      for (const c of part) {
-        this.#put(c.st, c.key, 0, c.value).then(c.resolve, c.reject);
-      }
-      return;
-    }
-    for (const c of part) {
-      this.#landed(c.st, c.key, r.header.revision, c.value).then(
-        c.resolve,
-        c.reject,
-      );
-    }
-  }
-
   /** Deletes the key if its mod revision is still `seen`. */
   async #delete(key: string, seen: number): Promise<Result<T> | undefined> {
     const v = this.#keys.get(key)?.value;
     const before = v && this.#reg.holder(v.host, v.port)?.record;
-    const r = await this.#etcd.kv.txn({
-      compare: [{ key, target: "mod", result: "=", value: seen }],
-      success: [{ op: "delete", key }],
-      failure: [{ op: "get", key }],
-    });
+    const r = await this.#writes.write({ key, seen, op: "delete" });
     if (!r.succeeded) {
-      this.#learnFailed(key, r);
+      this.#learnFailed(key, r.revision, r.kv);
       return undefined;
     }
     this.#retry.delete(key);
-    const c = this.#learn(key, r.header.revision, undefined);
+    const c = this.#learn(key, r.revision, undefined);
     // The watch may have delivered it first (and its events went out with it).
     if (c.record === undefined && before !== undefined) {
       return { record: before, ...NOTHING };
@@ -761,15 +703,11 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     return c;
   }
 
-  #learnFailed(
-    key: string,
-    r: { header: { revision: number }; responses: { op: string }[] },
-  ): void {
-    const got = r.responses[0] as { op: string; kvs?: KeyValue[] } | undefined;
-    const kv = got?.kvs?.[0];
+  /** A compare failed: the view learns what `key` holds at `rev`. */
+  #learnFailed(key: string, rev: number, kv: KeyValue | undefined): void {
     const c = kv === undefined
-      ? this.#learn(key, r.header.revision, undefined)
-      : this.#learn(key, kv.modRevision, parse(kv.value));
+      ? this.#learn(key, rev, undefined)
+      : this.#learn(key, kv.modRevision, parse(kv.value, this.#strings));
     this.#emit(c);
   }
 
@@ -862,7 +800,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     const present = new Set<string>();
     for (const kv of r.kvs) {
       present.add(kv.key);
-      const v = parse(kv.value);
+      const v = parse(kv.value, this.#strings);
       if (v !== undefined) merge(out, this.#learn(kv.key, kv.modRevision, v));
     }
     for (const [key, known] of [...this.#keys]) {
@@ -895,7 +833,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
             const key = ev.kv.key;
             const at = ev.kv.modRevision;
             if (ev.type === "put") {
-              const v = parse(ev.kv.value);
+              // this server's own write, learned already: nothing to parse
+              if ((this.#keys.get(key)?.rev ?? 0) >= at) continue;
+              const v = parse(ev.kv.value, this.#strings);
               if (v !== undefined) this.#emit(this.#learn(key, at, v));
             } else {
               this.#emit(this.#learn(key, at, undefined));

@@ -1,6 +1,7 @@
 /**
  * A smoke test of the benchmark suite: `bench/main.ts --quick --json` runs to
- * the end and prints one valid JSON report. No timing is asserted. It takes a
+ * the end and prints one valid JSON report, and so does `bench/etcd.ts
+ * --quick --json` (with an etcd binary). No timing is asserted. It takes a
  * minute or so and installs seaport 2.0.9 from npm, so it only runs with
  * `SEAPORT_BENCH_TEST=1`, and only on Deno (the suite is a Deno program).
  *
@@ -12,6 +13,7 @@ import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { etcdMissing } from "./_etcd.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const onDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
@@ -66,5 +68,45 @@ test(
       );
     }
     assert.ok(report.targets.length > 0, "targets were judged");
+  },
+);
+
+test(
+  "bench/etcd.ts --quick --json prints one object: the rows of its table and notes",
+  { skip: skip || etcdMissing, timeout: 600_000 },
+  async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        "run",
+        "--allow-all",
+        join(root, "bench", "etcd.ts"),
+        "--quick",
+        "--json",
+      ],
+      { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    let err = "";
+    child.stdout!.on("data", (d) => out += d);
+    child.stderr!.on("data", (d) => err = (err + d).slice(-4000));
+    const code = await new Promise<number | null>((resolve) =>
+      child.on("close", resolve)
+    );
+    assert.equal(code, 0, `bench/etcd.ts failed:\n${err}`);
+    const report = JSON.parse(out) as {
+      rows: { figure: string; memory: string; etcd: string }[];
+      notes: string[];
+    };
+    assert.deepEqual(Object.keys(report), ["rows", "notes"]);
+    // registrations and their floor, query, wake-up and its floor, failover,
+    // heap, two idle sizes, the leader killed
+    assert.equal(report.rows.length, 10);
+    for (const r of report.rows) {
+      assert.deepEqual(Object.keys(r), ["figure", "memory", "etcd"]);
+      assert.ok(r.figure !== "" && r.memory !== "" && r.etcd !== "");
+    }
+    assert.ok(report.notes.length > 0);
+    assert.ok(report.notes.every((n) => typeof n === "string"));
   },
 );

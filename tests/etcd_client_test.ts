@@ -25,6 +25,7 @@ import {
   type Watch,
   type WatchEnd,
   type WatchEvent,
+  WriteBatcher,
 } from "../store/etcd/mod.ts";
 import { etcdMissing, startEtcd } from "./_etcd.ts";
 import { skip as skipTest, within } from "./_helpers.ts";
@@ -170,6 +171,45 @@ test("the etcd client on one member", { skip }, async (t) => {
       }
     }
     assert.equal((await c.kv.get(key)).kvs[0]?.value, holder);
+  });
+
+  await t.test("the write batcher sends one turn's writes as one txn, answers a failed compare alone and keeps one key's writes in order", async () => {
+    const w = new WriteBatcher(c.kv, { maxOps: 100, inFlight: 4 });
+    const taken = await c.kv.put("/t/batch/taken", "someone");
+    const keys = Array.from({ length: 150 }, (_, i) => `/t/batch/${i}`);
+    const txns = w.txns;
+    const [stale, ...fresh] = await Promise.all([
+      w.write({ key: "/t/batch/taken", seen: 0, op: "put", value: "me" }),
+      ...keys.map((key) => w.write({ key, seen: 0, op: "put", value: key })),
+    ]);
+    // 151 writes: two txns of 100 and 51; the failed compare of the first
+    // sends its other 99 again
+    assert.equal(w.txns - txns, 3);
+    assert.equal(stale?.succeeded, false);
+    assert.equal(
+      stale?.succeeded === false ? stale.kv?.value : undefined,
+      "someone",
+    );
+    assert.equal(
+      stale?.succeeded === false ? stale.kv?.modRevision : undefined,
+      taken.header.revision,
+    );
+    assert.ok(fresh.every((r) => r.succeeded));
+    const got = await c.kv.get("/t/batch/", { prefix: true });
+    assert.equal(got.count, 151);
+    // one key's second write waits for the first, which moved its revision
+    const at = (await c.kv.get(keys[0]!)).kvs[0]!.modRevision;
+    const [first, second] = await Promise.all([
+      w.write({ key: keys[0]!, seen: at, op: "put", value: "first" }),
+      w.write({ key: keys[0]!, seen: at, op: "delete" }),
+    ]);
+    assert.equal(first?.succeeded, true);
+    assert.equal(second?.succeeded, false);
+    assert.equal(
+      second?.succeeded === false ? second.kv?.value : undefined,
+      "first",
+    );
+    await c.kv.delete("/t/batch/", { prefix: true });
   });
 
   await t.test("a txn compares mod revision, value and version, and refuses more than maxTxnOps operations", async () => {

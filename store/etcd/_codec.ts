@@ -19,8 +19,16 @@ export function bytesOf(b: Bytes): Uint8Array {
   return typeof b === "string" ? encoder.encode(b) : b;
 }
 
+/**
+ * Anything but printable ASCII, tab and line breaks: text without it is its
+ * own UTF-8 (other text takes the byte path, which is right for all).
+ */
+const NOT_ASCII = /[^ -~\t\n\r]/;
+
 /** Base64 of `b`, as the gateway wants keys and values. */
 export function b64(b: Bytes): string {
+  // printable ASCII is its own UTF-8: btoa takes it as it is
+  if (typeof b === "string" && !NOT_ASCII.test(b)) return btoa(b);
   const bytes = bytesOf(b);
   let bin = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
@@ -41,6 +49,11 @@ export function unb64(s: unknown, field: string): Uint8Array {
 
 /** A base64 field as UTF-8 text. */
 export function unb64Text(s: unknown, field: string): string {
+  if (typeof s === "string") {
+    const bin = atob(s);
+    // printable ASCII bytes are their own text
+    if (!NOT_ASCII.test(bin)) return bin;
+  }
   return decoder.decode(unb64(s, field));
 }
 

@@ -4,7 +4,8 @@
  * is one {@linkcode EtcdClient} holding small services: {@linkcode KV}
  * (range, put, delete range, txn, compaction), {@linkcode Lease} (grant,
  * keep-alive, revoke, time-to-live) and {@linkcode Watcher} (watch a key or a
- * prefix from a revision).
+ * prefix from a revision). On top of KV, a {@linkcode WriteBatcher} sends the
+ * conditional writes of one event-loop turn as one txn.
  *
  * ```ts ignore
  * import { createEtcdClient } from "./store/etcd/mod.ts";
@@ -112,6 +113,8 @@ export type {
   TxnResult,
 } from "./kv.ts";
 export type { Lease, LeaseGrant, LeaseTimeToLive } from "./lease.ts";
+export { WriteBatcher } from "./batch.ts";
+export type { BatchOptions, Write, Written } from "./batch.ts";
 export type {
   Watch,
   WatchBatch,

@@ -284,16 +284,20 @@ class RunningWatch implements Watch {
     const decoder = new TextDecoder();
     let idle = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const arm = () => {
-      clearTimeout(timer);
+    // One timer per idle period, not one per chunk: when it fires, it
+    // checks when the stream last spoke.
+    let heard = Date.now();
+    const arm = (ms: number) => {
       timer = setTimeout(() => {
+        const left = heard + this.#idleTimeout - Date.now();
+        if (left > 0) return arm(left);
         idle = true;
         ctl.abort();
-      }, this.#idleTimeout);
+      }, ms);
     };
     let buffer = "";
     try {
-      arm();
+      arm(this.#idleTimeout);
       while (true) {
         const { done, value } = await reader.read();
         if (done) {
@@ -303,7 +307,7 @@ class RunningWatch implements Watch {
             revision: this.#revision,
           };
         }
-        arm();
+        heard = Date.now();
         buffer += decoder.decode(value, { stream: true });
         let nl: number;
         while ((nl = buffer.indexOf("\n")) >= 0) {
