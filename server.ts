@@ -871,61 +871,71 @@ class SeaportServer implements Server {
   /**
    * Applies the items of a `batch` in order as one change: their events and
    * the gets they satisfy first (as for one request), then the one reply
-   * with each item's result or error. An item that fails fails alone.
+   * with each item's result or error. An item that fails fails alone. Each
+   * item goes to the store in order in this turn; a store that writes
+   * elsewhere (etcd) gets them all at once, so they travel together (its
+   * writes of one key stay in order), and the reply waits for the last.
    */
   #batch(s: Session, req: BatchRequest): void {
     const items = req.ops;
-    const results: ({ result: unknown } | { error: WireError })[] = [];
-    const events: RegistryEvent[] = [];
-    const woken: Wakeup<GetToken>[] = [];
-    const failed = (err: unknown) => {
+    const n = items.length;
+    const results: ({ result: unknown } | { error: WireError })[] = new Array(
+      n,
+    );
+    const changes: (ChangeResult<GetToken> | undefined)[] = new Array(n);
+    const failed = (k: number, err: unknown) => {
       if (!(err instanceof SeaportError)) this.#emitter.emit("error", err);
       this.#stats.error(err instanceof SeaportError ? err.code : "INTERNAL");
-      results.push({ error: errorToWire(err) });
+      results[k] = { error: errorToWire(err) };
     };
-    const done = (item: BatchItem, c: ChangeResult<GetToken>) => {
-      results.push({
+    const done = (item: BatchItem, k: number, c: ChangeResult<GetToken>) => {
+      results[k] = {
         result: item.op === "ready" || item.op === "unready" ? {} : c.record,
-      });
-      for (const ev of c.events) events.push(ev);
-      for (const w of c.woken) woken.push(w);
+      };
+      changes[k] = c;
     };
-    // the rest of the items from `i`: synchronous while the store is
-    let i = 0;
-    const step = (): Promise<void> | undefined => {
-      for (; i < items.length; i++) {
-        const item = items[i]!;
-        if ("error" in item) {
-          this.#stats.error(item.error.code);
-          results.push({ error: item.error });
-          continue;
-        }
-        this.#stats.request(item.op);
-        let change: Change<GetToken>;
-        try {
-          change = this.#itemChange(s, item);
-        } catch (err) {
-          failed(err);
-          continue;
-        }
-        if (change instanceof Promise) {
-          return change.then((c) => done(item, c), failed).then(() => {
-            i++;
-            return step();
-          });
-        }
-        done(item, change);
+    let pending: Promise<void>[] | undefined;
+    // allocations started here and not yet counted by the store
+    let adding = 0;
+    for (let k = 0; k < n; k++) {
+      const item = items[k]!;
+      if ("error" in item) {
+        this.#stats.error(item.error.code);
+        results[k] = { error: item.error };
+        continue;
       }
-      return undefined;
-    };
+      this.#stats.request(item.op);
+      let change: Change<GetToken>;
+      try {
+        if (adding > 0 && (item.op === "allocate" || item.op === "assume")) {
+          this.#checkRegs(s, adding);
+        }
+        change = this.#itemChange(s, item);
+      } catch (err) {
+        failed(k, err);
+        continue;
+      }
+      if (change instanceof Promise) {
+        if (item.op === "allocate" || item.op === "assume") adding++;
+        (pending ??= []).push(
+          change.then((c) => done(item, k, c), (err) => failed(k, err)),
+        );
+      } else done(item, k, change);
+    }
     const finish = () => {
+      const events: RegistryEvent[] = [];
+      const woken: Wakeup<GetToken>[] = [];
+      for (const c of changes) {
+        if (c === undefined) continue;
+        for (const ev of c.events) events.push(ev);
+        for (const w of c.woken) woken.push(w);
+      }
       this.#apply({ events, woken });
       if (s.state !== State.Closed) s.reply(req.id, results);
     };
-    const pending = step();
     if (pending === undefined) return finish();
     s.backlog = [];
-    pending.then(finish, (err) => {
+    Promise.all(pending).then(finish, (err) => {
       this.#emitter.emit("error", err);
       if (s.state !== State.Closed) s.fail(req.id, err);
     }).finally(() => {
@@ -972,8 +982,9 @@ class SeaportServer implements Server {
     return { env: s.env, role: req.role, host: s.host, meta: req.meta };
   }
 
-  #checkRegs(s: Session): void {
-    if (this.#store.countOf(s) >= this.#limits.regs) {
+  /** Refuses a registration past the limit (`adding`: ones in flight). */
+  #checkRegs(s: Session, adding = 0): void {
+    if (this.#store.countOf(s) + adding >= this.#limits.regs) {
       throw new RegistryError(
         "LIMIT",
         `Too many registrations: at most ${this.#limits.regs} per connection`,

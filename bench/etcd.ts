@@ -98,7 +98,15 @@ async function pair(
 const client = (s: Server, opts = {}) =>
   connect("127.0.0.1", s.addr!.port, { ...fast, ...opts });
 
-async function registrations(etcd: EtcdCluster | undefined): Promise<number> {
+/**
+ * 50 clients each register REGS_PER_CLIENT services: one after another
+ * (each waits for the previous), or `atOnce`, all issued in one turn as in
+ * row (a) of the suite (they travel as batches).
+ */
+async function registrations(
+  etcd: EtcdCluster | undefined,
+  atOnce = false,
+): Promise<number> {
   const servers = await pair(etcd, etcd === undefined ? 1 : 2);
   const clients = Array.from(
     { length: 50 },
@@ -107,7 +115,16 @@ async function registrations(etcd: EtcdCluster | undefined): Promise<number> {
   await Promise.all(clients.map((c) => c.query("warm")));
   const t0 = performance.now();
   await Promise.all(clients.map(async (c, i) => {
-    for (let k = 0; k < REGS_PER_CLIENT; k++) await c.service(`r${i}-${k}`);
+    if (atOnce) {
+      await Promise.all(
+        Array.from(
+          { length: REGS_PER_CLIENT },
+          (_, k) => c.service(`r${i}-${k}`),
+        ),
+      );
+    } else {
+      for (let k = 0; k < REGS_PER_CLIENT; k++) await c.service(`r${i}-${k}`);
+    }
   }));
   const rate = (50 * REGS_PER_CLIENT) / ((performance.now() - t0) / 1000);
   await Promise.all(clients.map((c) => c.close()));
@@ -519,9 +536,16 @@ if (import.meta.main) {
       const regsMem = await registrations(undefined);
       const regsEtcd = await registrations(etcd);
       say(
-        "registrations/s, 50 clients (etcd: over two servers)",
+        "registrations/s, 50 clients, each waiting for its previous (etcd: over two servers)",
         regsMem.toFixed(0),
         regsEtcd.toFixed(0),
+      );
+      const burstMem = await registrations(undefined, true);
+      const burstEtcd = await registrations(etcd, true);
+      say(
+        `registrations/s, 50 clients issuing their ${REGS_PER_CLIENT} at once (batches; etcd: over two servers)`,
+        burstMem.toFixed(0),
+        burstEtcd.toFixed(0),
       );
       say(
         "floor: puts/s of a plain etcd client, txns of 25, two in flight, two watchers",
