@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { connect, createServer, type ServiceRecord } from "../mod.ts";
-import { freeBlock, until, within } from "./_helpers.ts";
+import { freeBlock, testStore, until, within } from "./_helpers.ts";
 import { nodeTransport } from "../transport.ts";
 import {
   cliCommand,
@@ -40,7 +40,7 @@ async function registry(range?: [number, number]) {
     const base = await freeBlock(nodeTransport(), 8);
     range = [base, base + 7];
   }
-  const server = createServer({ range: { "*": range } });
+  const server = createServer({ ...testStore(), range: { "*": range } });
   const { port } = await server.listen(0, "127.0.0.1");
   const ports = connect("127.0.0.1", port);
   const events: { type: string; port: number; unready: boolean; at: number }[] =
