@@ -1,8 +1,10 @@
 /**
  * Several seaport servers as one registry on a real etcd member: what a
  * change through one server does on the others (queries, waiting gets,
- * events, show), atomic claims racing across servers, sessions that end,
- * and a watch that breaks while etcd compacts. The servers run in this
+ * events, show), atomic claims racing across servers, sessions that end
+ * (closed, or stopped with SIGSTOP), a ready() retried while etcd is out of
+ * reach, a server whose lease ends (revoked, or cut off past its TTL), and a
+ * watch that breaks while etcd compacts. The servers run in this
  * process here; tests/etcd_failover_test.ts kills real server processes.
  *
  * @module
