@@ -374,7 +374,8 @@ async function churn(
       }
       believed.sort();
     }
-    const ops = Object.entries(counts).map(([k, v]) => `${v} ${k}`);
+    const ops = Object.entries(counts).filter(([k]) => k !== "displaced")
+      .map(([k, v]) => `${v} ${k}`);
     console.log(
       `[${label}] churn: ${
         ops.join(", ")
