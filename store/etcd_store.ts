@@ -180,8 +180,6 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
    * every change up to it. A key it does not know was deleted since.
    */
   #watched = 0;
-  /** Deletes of dropped sessions' keys in flight: a claim that finds no free port waits for them. */
-  #releasing = new Set<Promise<unknown>>();
   /** Registration ids being written now, and by whom. */
   #writing = new Map<string, Local>();
   /**
@@ -362,14 +360,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         "PORT_TAKEN",
         `Cannot reserve port ${port} on ${input.host} for "${input.role}": it is held by another registration`,
       );
-    let known = this.#keys.get(key);
-    if (
-      known?.value !== undefined && known.value.session !== st.sid &&
-      this.#holders.get(key)?.dropped === true && this.#releasing.size > 0
-    ) {
-      await Promise.all(this.#releasing); // its holder's connection closed
-      known = this.#keys.get(key);
-    }
+    const known = this.#keys.get(key);
     let id: string | undefined;
     if (known?.value !== undefined) {
       // The session's own registration, held through another server (or a
@@ -401,12 +392,6 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       const skip = new Set(busy);
       for (const p of exclude ?? []) skip.add(p);
       const port = this.#reg.peek(host, skip);
-      if (port === undefined && this.#releasing.size > 0 && attempt < 100) {
-        // A closed connection's ports are on their way out: as with one
-        // server, a request after the close finds them free.
-        await Promise.all(this.#releasing);
-        continue;
-      }
       if (port === undefined || attempt > high - low + 100) {
         throw new RegistryError(
           "RANGE_EXHAUSTED",
@@ -549,15 +534,11 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     if (this.#sids.get(st.sid) === st) this.#sids.delete(st.sid);
     if (st.keys.size === 0) return waits;
     const out = { events: [...waits.events], woken: [...waits.woken] };
-    const released = Promise.all(
-      [...st.keys.values()].map((key) => this.#release(key)),
-    ).then((changes) => {
-      for (const c of changes) merge(out, c);
-      return out;
-    });
-    this.#releasing.add(released);
-    released.finally(() => this.#releasing.delete(released)).catch(() => {});
-    return released;
+    return Promise.all([...st.keys.values()].map((key) => this.#release(key)))
+      .then((changes) => {
+        for (const c of changes) merge(out, c);
+        return out;
+      });
   }
 
   /** Deletes a key of a dropped session; on failure, tries again later. */

@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { connect, createServer, type ServiceRecord } from "../mod.ts";
-import { freeBlock, testStore, until, within } from "./_helpers.ts";
+import { freeBlock, poll, testStore, until, within } from "./_helpers.ts";
 import { nodeTransport } from "../transport.ts";
 import {
   cliCommand,
@@ -350,7 +350,20 @@ async function suite(t: TestContext, cli: string[]) {
       assert.equal((await within(svc.closed, WAIT, "service exit")).code, 0);
       assert.ok(!alive(pid));
       assert.ok(Date.now() - stopped >= 500, "freed after the grace period");
-      assert.equal(await other.allocate("db@1.0.0", () => {}), only);
+      // Freed once the server sees the supervisor's connection end (on
+      // etcd: one write later), so ask until then.
+      let got: number | undefined;
+      await poll(
+        async () => {
+          got = await other.allocate("db@1.0.0", () => {}).catch(() =>
+            undefined
+          );
+          return got !== undefined;
+        },
+        "the port freed",
+        WAIT,
+      );
+      assert.equal(got, only);
     } finally {
       await other.close();
     }
