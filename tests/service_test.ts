@@ -20,7 +20,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { connect, createServer, type ServiceRecord } from "../mod.ts";
-import { freeBlock, poll, testStore, until, within } from "./_helpers.ts";
+import {
+  freeBlock,
+  poll,
+  testEtcd,
+  testStore,
+  until,
+  within,
+} from "./_helpers.ts";
 import { nodeTransport } from "../transport.ts";
 import {
   cliCommand,
@@ -174,8 +181,11 @@ async function suite(t: TestContext, cli: string[]) {
     );
     assert.ok(crashes >= 3, `only ${crashes} crashes in 3 s`);
     assert.ok(answers > 0, "it was listed while up");
+    // On etcd, hiding it is one etcd write (an fsync on etcd's disk, which
+    // other work on a busy machine can hold up).
+    const bound = testEtcd === undefined ? 100 : 600;
     assert.ok(
-      longest <= 100,
+      longest <= bound,
       `listed while dead for ${longest} ms (${refused} refused answers)`,
     );
   });
