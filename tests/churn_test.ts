@@ -222,7 +222,8 @@ async function churn(
       let listening: Promise<void> = Promise.resolve();
       const serve = (p: number) => {
         // (Deno's listen throws at once, node:net's later: the same here)
-        listening = (async () => t.listen({ hostname: "127.0.0.1", port: p }))()
+        listening = Promise.resolve()
+          .then(() => t.listen({ hostname: "127.0.0.1", port: p }))
           .then((l) => void s.listeners.set(p, l));
       };
       s.doing = `${persistent ? "service" : "allocate"}("${role}")`;
