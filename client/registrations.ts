@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { ConnectionError, RegistryError } from "../errors.ts";
+import { ConnectionError, RegistryError, UnavailableError } from "../errors.ts";
 import type { Meta, ServiceRecord } from "../registry.ts";
 import {
   checkMeta,
@@ -42,10 +42,23 @@ interface LocalService {
   assumed: boolean;
   /** The record of the last (re-)assertion. */
   record: ServiceRecord | undefined;
+  /** A `ready` or re-assertion the store could not take, to send again. */
+  retry: ReturnType<typeof setTimeout> | undefined;
+  /** How many times in a row the store could not take it. */
+  failures: number;
 }
 
 /** Allocations whose port cannot be bound are retried this often at most. */
 const MAX_PROBES = 32;
+
+/**
+ * A `ready` or a re-assertion that failed with `UNAVAILABLE` (the server's
+ * store, etcd, could not take it) is sent again after this many ms, doubled
+ * at each failure up to {@linkcode RETRY_MAX}, until it succeeds or the
+ * registration is freed.
+ */
+const RETRY_FIRST = 100;
+const RETRY_MAX = 2000;
 
 /** This client's registrations. */
 export class Registrations {
@@ -79,6 +92,7 @@ export class Registrations {
   lost(): void {
     for (const svc of this.#services) {
       svc.visible = false;
+      this.#stopRetry(svc); // the re-assertion after the reconnect does it
       if (!svc.persistent && svc.port !== undefined) {
         this.#services.delete(svc);
         const ended = new ConnectionError(
@@ -92,7 +106,10 @@ export class Registrations {
 
   /** The client is closed (or failed): every pending caller gets `err`. */
   cancelAll(err: unknown): void {
-    for (const svc of this.#services) svc.cancel(err);
+    for (const svc of this.#services) {
+      this.#stopRetry(svc);
+      svc.cancel(err);
+    }
     this.#services.clear();
   }
 
@@ -160,6 +177,7 @@ export class Registrations {
           return;
         }
         const record = result as unknown as ServiceRecord;
+        svc.failures = 0;
         svc.rid = record.id;
         svc.epoch = epoch;
         svc.record = record;
@@ -188,6 +206,15 @@ export class Registrations {
           // taken meanwhile by another client on this host: the usual way
           svc.exclude.push(hint);
           this.#assert(svc);
+          return;
+        }
+        if (
+          err instanceof UnavailableError && svc.record !== undefined &&
+          this.#services.has(svc)
+        ) {
+          // A re-assertion the store could not take: kept, and sent again
+          // (a reconnect meanwhile sends it anyway).
+          this.#later(svc, err, epoch, () => this.#assert(svc));
           return;
         }
         this.#services.delete(svc);
@@ -233,14 +260,54 @@ export class Registrations {
   }
 
   #sendReady(svc: LocalService): void {
-    if (!this.#current(svc)) return;
+    if (!this.#current(svc) || !svc.wantReady || svc.visible) return;
     this.#conn.requests.transmit({
       body: { op: "ready", rid: svc.rid! },
       retry: false,
       onDrop: () => {},
-      resolve: () => this.#visible(svc),
-      reject: (err) => this.#report(err),
+      resolve: () => {
+        svc.failures = 0;
+        this.#visible(svc);
+      },
+      reject: (err) => {
+        if (err instanceof UnavailableError && this.#services.has(svc)) {
+          // etcd could not take it now: the service() waiting for it is
+          // still waiting, so ask again until it succeeds or is freed.
+          this.#later(svc, err, svc.epoch, () => this.#sendReady(svc));
+          return;
+        }
+        this.#report(err);
+      },
     });
+  }
+
+  /**
+   * Reports the first of a run of `UNAVAILABLE` failures and runs `again`
+   * after the backoff, if `svc` is still held on the same connection.
+   */
+  #later(
+    svc: LocalService,
+    err: unknown,
+    epoch: number,
+    again: () => void,
+  ): void {
+    if (svc.failures++ === 0) this.#report(err);
+    const ms = Math.min(RETRY_MAX, RETRY_FIRST * 2 ** (svc.failures - 1));
+    this.#stopRetry(svc);
+    svc.retry = setTimeout(() => {
+      svc.retry = undefined;
+      if (
+        !this.#services.has(svc) || !this.#conn.connected ||
+        this.#conn.epoch !== epoch
+      ) return; // freed, or the reconnect asserts it
+      again();
+    }, ms);
+  }
+
+  #stopRetry(svc: LocalService): void {
+    if (svc.retry === undefined) return;
+    clearTimeout(svc.retry);
+    svc.retry = undefined;
   }
 
   /** Hides a registration; done at once when it is not on the server now. */
@@ -343,6 +410,8 @@ export class Registrations {
         auto,
         assumed: false,
         record: undefined,
+        retry: undefined,
+        failures: 0,
       };
       const ready = (): Promise<void> => this.#makeReady(svc);
       svc.onPort = (port) => {
@@ -403,7 +472,9 @@ export class Registrations {
         throw new ConnectionError("The client is closed", {}, "CLOSED");
       }
       for (const old of this.#services) {
-        if (old.port === port) this.#services.delete(old);
+        if (old.port !== port) continue;
+        this.#services.delete(old);
+        this.#stopRetry(old);
       }
       const svc: LocalService = {
         role,
@@ -422,6 +493,8 @@ export class Registrations {
         auto: false,
         assumed: true,
         record: undefined,
+        retry: undefined,
+        failures: 0,
       };
       this.#services.add(svc);
       this.#assert(svc);
@@ -442,6 +515,7 @@ export class Registrations {
       }
       if (svc !== undefined) {
         this.#services.delete(svc);
+        this.#stopRetry(svc);
         svc.cancel(new ConnectionError(`"${svc.role}" was freed`));
         if (
           svc.rid === undefined || svc.epoch !== this.#conn.epoch ||

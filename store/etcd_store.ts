@@ -199,6 +199,11 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #sids = new Map<string, Local>();
   #inflight = new Map<string, Set<number>>();
   #retry = new Set<string>();
+  /**
+   * The newest revision the watch (or a resync) delivered: the view has
+   * every change up to it. A key it does not know was deleted since.
+   */
+  #watched = 0;
   /** Registration ids being written now, and by whom. */
   #writing = new Map<string, Local>();
   /**
@@ -723,6 +728,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   ): Result<T> {
     const known = this.#keys.get(key);
     if (known !== undefined && known.rev >= rev) return NOTHING;
+    // A write's answer that comes after the watch delivered it and a later
+    // delete (which dropped the key from #keys): stale, not applied.
+    if (known === undefined && rev < this.#watched) return NOTHING;
     const prev = known?.value;
     const holder = this.#holders.get(key);
     if (holder !== undefined && prev !== undefined) {
@@ -808,6 +816,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       merge(out, this.#learn(key, at, undefined));
       this.#keys.delete(key);
     }
+    if (at > this.#watched) this.#watched = at;
     this.#emit(out as Result<T>);
     this.lastHeard = Date.now();
     return at;
@@ -844,6 +853,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
                 this.#keys.delete(key);
               }
             }
+            if (at > this.#watched) this.#watched = at;
           }
         }
       } catch {

@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import process from "node:process";
 import { connect, createServer } from "../mod.ts";
 import type { ConnectOptions, Ports, Server, ServerOptions } from "../mod.ts";
 import {
@@ -137,6 +138,40 @@ export async function poll(
   }
 }
 
+/**
+ * The etcd endpoints the server/client suites run against, from
+ * `$SEAPORT_TEST_ETCD` (set by tests/etcd_suites_test.ts, which starts one
+ * etcd member and runs those suites again); `undefined`: the in-memory store.
+ */
+export const testEtcd: string | undefined = process.env.SEAPORT_TEST_ETCD ||
+  undefined;
+
+let registries = 0;
+
+/**
+ * The store options of one registry for a test: none (the in-memory store),
+ * or under `$SEAPORT_TEST_ETCD` the etcd store with a prefix of its own, so
+ * tests never share a registry. Give the same object to every server of one
+ * registry (a server restarted, several servers).
+ */
+export function testStore(): Pick<ServerOptions, "etcd"> {
+  if (testEtcd === undefined) return {};
+  const prefix = `/seaport-test/${process.pid}-${++registries}-${
+    Math.random().toString(36).slice(2, 8)
+  }/`;
+  return { etcd: { endpoints: testEtcd, prefix } };
+}
+
+/**
+ * The CLI options that give a server started by `seaport PORT` the store of
+ * {@linkcode testStore}: none, or `--etcd URLS --etcd-prefix P`.
+ */
+export function testStoreArgs(): string[] {
+  const { etcd } = testStore();
+  if (etcd === undefined) return [];
+  return ["--etcd", String(etcd.endpoints), "--etcd-prefix", etcd.prefix!];
+}
+
 /** A listening server that closes itself on dispose. */
 export interface TestServer extends AsyncDisposable {
   readonly server: Server;
@@ -151,7 +186,7 @@ export async function serve(
   options: ServerOptions = {},
   port = 0,
 ): Promise<TestServer> {
-  const server = createServer({ ...options, transport });
+  const server = createServer({ ...testStore(), ...options, transport });
   const addr = await server.listen(port, "127.0.0.1");
   const clients: Ports[] = [];
   return {

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import type { ConnectOptions, Ports, Server, ServerOptions } from "../mod.ts";
 import { connect, createServer } from "../mod.ts";
-import { within } from "./_helpers.ts";
+import { testStore, within } from "./_helpers.ts";
 
 /** A server with an HTTP side, and clients, all closed on dispose. */
 export interface HttpTestServer extends AsyncDisposable {
@@ -27,6 +27,7 @@ export async function serveHttp(
   httpPort = 0,
 ): Promise<HttpTestServer> {
   const server = createServer({
+    ...testStore(),
     ...options,
     http: { hostname: "127.0.0.1", ...options.http, port: httpPort },
   });

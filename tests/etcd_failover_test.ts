@@ -254,24 +254,26 @@ test(
       const prefix = newPrefix();
       const endpoints = etcd.endpoints;
       const servers: Server[] = [];
-      for (let i = 0; i < 2; i++) {
-        const s = createServer({
-          etcd: { endpoints, prefix, requestTimeout: 2000, leaseTtl: 5 },
-        });
-        await s.listen(0, "127.0.0.1");
-        servers.push(s);
-      }
-      const clients = Array.from(
-        { length: 10 },
-        // probe: false: a service is allocated ready in one request (a ready that
-        // fails on its own is reported as an error event, not by service())
-        (_, i) =>
-          connect("127.0.0.1", servers[i % 2]!.addr!.port, {
-            ...fast,
-            probe: false,
-          }),
-      );
+      let clients: Ports[] = [];
       try {
+        for (let i = 0; i < 2; i++) {
+          const s = createServer({
+            etcd: { endpoints, prefix, requestTimeout: 2000, leaseTtl: 5 },
+          });
+          servers.push(s); // closed below even if it never listens
+          await s.listen(0, "127.0.0.1");
+        }
+        clients = Array.from(
+          { length: 10 },
+          // probe: false: a service is allocated ready in one request (a
+          // ready that fails on its own is reported as an error event, not
+          // by service())
+          (_, i) =>
+            connect("127.0.0.1", servers[i % 2]!.addr!.port, {
+              ...fast,
+              probe: false,
+            }),
+        );
         const held = new Map<string, number>();
         const failed = new Set<string>();
         const uncertain = new Set<string>();

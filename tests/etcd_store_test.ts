@@ -1,8 +1,10 @@
 /**
  * Several seaport servers as one registry on a real etcd member: what a
  * change through one server does on the others (queries, waiting gets,
- * events, show), atomic claims racing across servers, sessions that end,
- * and a watch that breaks while etcd compacts. The servers run in this
+ * events, show), atomic claims racing across servers, sessions that end
+ * (closed, or stopped with SIGSTOP), a ready() retried while etcd is out of
+ * reach, a server whose lease ends (revoked, or cut off past its TTL), and a
+ * watch that breaks while etcd compacts. The servers run in this
  * process here; tests/etcd_failover_test.ts kills real server processes.
  *
  * @module
@@ -15,10 +17,11 @@ import { createEtcdClient } from "../store/etcd/mod.ts";
 import { main } from "../cli.ts";
 import { capture } from "./_cli.ts";
 import { etcdMissing, startEtcd } from "./_etcd.ts";
-import { fast, next, poll, until, within } from "./_helpers.ts";
+import { fast, next, poll, tapped, until, within } from "./_helpers.ts";
 import { greeted, raw } from "./_raw.ts";
 import { defaultTransport } from "../transport.ts";
 import { program } from "./_http.ts";
+import { holder } from "./_child.ts";
 import { spawnSync } from "node:child_process";
 
 const skip = etcdMissing;
@@ -269,6 +272,240 @@ test(
         const now = await (await fetch(base)).json() as ServiceRecord[];
         assert.deepEqual(now.map((r) => r.port), [port]);
       } finally {
+        await b.close();
+      }
+    });
+
+    await t.test("a stopped client (SIGSTOP) is freed on every server within its timeout, and comes back on the same ports after SIGCONT", async () => {
+      const HEARTBEAT = 200;
+      const TIMEOUT = 1000;
+      // scheduling on a loaded machine, one etcd write (an fsync) and watch delivery
+      const SLACK = 700;
+      await using reg = await servers(etcd.endpoints, 2, {
+        heartbeat: HEARTBEAT,
+        timeout: TIMEOUT,
+      }, { leaseTtl: 3 });
+      const [A, B] = reg.servers as [Server, Server];
+      await using h = holder("client", {
+        port: B.addr!.port,
+        services: 3,
+        ...fast,
+      });
+      await h.next("connect");
+      const { ports: held } = await h.next<{ ports: number[] }>("registered");
+      const mine = [...held].sort();
+      await until(() => ports(A.query()).join() === mine.join(), "A's view");
+      const freed = { A: [] as number[], B: [] as number[] };
+      const last = { A: 0, B: 0 };
+      for (const [name, s] of [["A", A], ["B", B]] as const) {
+        s.on("free", (r) => {
+          freed[name].push(r.port);
+          last[name] = Date.now();
+        });
+      }
+      h.signal("SIGSTOP");
+      const stopped = Date.now();
+      await until(
+        () => freed.A.length === 3 && freed.B.length === 3,
+        "the stopped client's services freed on both servers",
+        3 * TIMEOUT + 2000,
+      );
+      const took = { A: last.A - stopped, B: last.B - stopped };
+      console.log(
+        `SIGSTOPped client on etcd: freed after ${took.B} ms on its server, ${took.A} ms on the other (timeout ${TIMEOUT} ms, heartbeat ${HEARTBEAT} ms)`,
+      );
+      for (const name of ["A", "B"] as const) {
+        assert.deepEqual([...freed[name]].sort(), mine);
+        assert.ok(
+          took[name] >= TIMEOUT - HEARTBEAT - 50,
+          `freed on ${name} after ${
+            took[name]
+          } ms: earlier than the timeout allows`,
+        );
+        assert.ok(
+          took[name] <= TIMEOUT + TIMEOUT / 10 + SLACK,
+          `freed on ${name} after ${
+            took[name]
+          } ms: later than timeout + sweep + slack`,
+        );
+      }
+      h.signal("SIGCONT");
+      await h.next("connect", 5000);
+      for (const s of [A, B]) {
+        await until(
+          () => ports(s.query()).join() === mine.join(),
+          "the services back on the same ports on both servers",
+        );
+      }
+    });
+
+    await t.test("a ready() that fails with UNAVAILABLE is sent again until etcd takes it: its promise resolves once etcd is back, and the service is visible on every server", async () => {
+      // B reaches etcd only through a proxy the test can cut.
+      await using proxy = await cutProxy(etcd.endpoints[0]!);
+      await using reg = await servers(etcd.endpoints, 1);
+      const b = createServer({
+        etcd: {
+          endpoints: [proxy.url],
+          prefix: reg.prefix,
+          requestTimeout: 500,
+          leaseTtl: 10, // not lost while cut off
+        },
+      });
+      await b.listen(0, "127.0.0.1");
+      let readies = 0; // the ready requests the client sent
+      const transport = tapped(defaultTransport(), {
+        write(data) {
+          readies += new TextDecoder().decode(data).split('"op":"ready"')
+            .length - 1;
+        },
+      });
+      const c = connect("127.0.0.1", b.addr!.port, { ...fast, transport });
+      try {
+        const errors: string[] = [];
+        c.on("error", (e) => errors.push((e as { code?: string }).code ?? ""));
+        let resolved = false;
+        let readied: Promise<void> = Promise.resolve();
+        const port = await c.service("web@1.0.0", (_port, ready) => {
+          proxy.cut(); // the reservation is in etcd, the ready cannot be
+          readied = ready();
+        });
+        readied.then(() => resolved = true, () => {});
+        await until(() => errors.length > 0, "the ready's UNAVAILABLE", 5000);
+        assert.deepEqual(errors, ["UNAVAILABLE"]);
+        assert.equal(resolved, false, "ready() waits");
+        assert.deepEqual(reg.servers[0]!.query("web"), [], "not visible yet");
+        await until(() => readies >= 3, "two retries while cut off", 8000);
+        proxy.restore();
+        await within(readied, 8000, "ready() once etcd is back");
+        await until(
+          () => reg.servers[0]!.query("web")[0]?.port === port,
+          "the service visible through A",
+        );
+        assert.deepEqual(ports(b.query("web")), [port]);
+        assert.deepEqual(errors, ["UNAVAILABLE"], "one report for the run");
+        console.log(`ready() sent ${readies} times before etcd took it`);
+      } finally {
+        await c.close();
+        await b.close();
+      }
+    });
+
+    await t.test("a server whose etcd lease is revoked takes a new one and drops its connections: its clients assert their registrations again on the same ports, on every server", async () => {
+      await using reg = await servers(etcd.endpoints, 2, {}, { leaseTtl: 3 });
+      const a = reg.client(0);
+      const b = reg.client(1);
+      const stay = await a.service("stay");
+      const web = await b.service("web");
+      const db = await b.service("db");
+      const later = await b.service("later", (_port, _ready) => {}); // hidden
+      const seen = { a: [] as string[], b: [] as string[] };
+      for (const [name, c] of [["a", a], ["b", b]] as const) {
+        c.on("disconnect", () => seen[name].push("disconnect"));
+        c.on("connect", () => seen[name].push("connect"));
+      }
+      const all = [stay, web, db].sort();
+      for (const s of reg.servers) {
+        await until(() => ports(s.query()).join() === all.join(), "both views");
+      }
+      const c = createEtcdClient({ endpoints: etcd.endpoints });
+      try {
+        const key = await c.kv.get(`${reg.prefix}ports/127.0.0.1/${web}`);
+        const lease = key.kvs[0]!.lease;
+        const before = await c.kv.get(`${reg.prefix}ports/127.0.0.1/${stay}`);
+        assert.notEqual(
+          before.kvs[0]!.lease,
+          lease,
+          "A has a lease of its own",
+        );
+        const revoked = Date.now();
+        await c.lease.revoke(lease);
+        await until(() => seen.b.includes("connect"), "B's client back", 8000);
+        for (const s of reg.servers) {
+          await until(
+            () => ports(s.query()).join() === all.join(),
+            "every service back on its port on every server",
+            8000,
+          );
+        }
+        console.log(
+          `lease revoked: B's clients back on their ports after ${
+            Date.now() - revoked
+          } ms (lease TTL 3 s, keep-alive every 1 s)`,
+        );
+        // the hidden reservation is back too, on its port, still hidden
+        const held = await c.kv.get(`${reg.prefix}ports/127.0.0.1/${later}`);
+        assert.equal(held.kvs.length, 1, "the reservation is back in etcd");
+        assert.equal(JSON.parse(held.kvs[0]!.value).ready, false);
+        const now = await c.kv.get(`${reg.prefix}ports/`, { prefix: true });
+        assert.equal(now.kvs.length, 4, "nothing twice");
+        const leases = new Set(now.kvs.map((kv) => kv.lease));
+        assert.ok(!leases.has(lease), "nothing on the revoked lease");
+        assert.deepEqual(seen.a, [], "A's client untouched");
+        assert.deepEqual(
+          ports(reg.servers[0]!.query("stay")),
+          [stay],
+        );
+      } finally {
+        await c.close();
+      }
+    });
+
+    await t.test("a server cut off from etcd for longer than its lease TTL makes its clients assert their registrations again once it is back: same ports, on every server", async () => {
+      await using proxy = await cutProxy(etcd.endpoints[0]!);
+      await using reg = await servers(etcd.endpoints, 1);
+      const b = createServer({
+        etcd: {
+          endpoints: [proxy.url],
+          prefix: reg.prefix,
+          requestTimeout: 500,
+          leaseTtl: 2,
+        },
+      });
+      await b.listen(0, "127.0.0.1");
+      const a = reg.client(0);
+      const c = connect("127.0.0.1", b.addr!.port, fast);
+      try {
+        const stay = await a.service("stay");
+        const web = await c.service("web");
+        const db = await c.service("db");
+        const all = [stay, web, db].sort();
+        const A = reg.servers[0]!;
+        await until(() => ports(A.query()).join() === all.join(), "A's view");
+        let reconnected = false;
+        c.on("connect", () => reconnected = true);
+        proxy.cut();
+        const cut = Date.now();
+        // etcd ends B's lease: its registrations go from every other view
+        await until(
+          () => ports(A.query()).join() === String(stay),
+          "B's lease to expire",
+          8000,
+        );
+        const expired = Date.now() - cut;
+        assert.ok(!reconnected, "B keeps its connections while cut off");
+        proxy.restore();
+        await until(() => reconnected, "B's client to reconnect", 8000);
+        for (const s of [A, b]) {
+          await until(
+            () => ports(s.query()).join() === all.join(),
+            "every service back on its port on every server",
+            8000,
+          );
+        }
+        console.log(
+          `cut off for ${expired} ms (lease TTL 2 s): B's clients back on their ports ${
+            Date.now() - cut - expired
+          } ms after etcd was reachable again`,
+        );
+        const e = createEtcdClient({ endpoints: etcd.endpoints });
+        try {
+          const now = await e.kv.get(`${reg.prefix}ports/`, { prefix: true });
+          assert.equal(now.kvs.length, 3, "nothing twice");
+        } finally {
+          await e.close();
+        }
+      } finally {
+        await c.close();
         await b.close();
       }
     });

@@ -13,7 +13,14 @@ import { spawnSync } from "node:child_process";
 import { request as httpsRequest } from "node:https";
 import { main } from "../cli.ts";
 import { createServer, type ServiceRecord } from "../mod.ts";
-import { freeBlock, makeCertificate, skip, until, within } from "./_helpers.ts";
+import {
+  freeBlock,
+  makeCertificate,
+  skip,
+  testStoreArgs,
+  until,
+  within,
+} from "./_helpers.ts";
 import { poll, program, serveHttp, SseReader } from "./_http.ts";
 import { nodeTransport } from "../transport.ts";
 
@@ -669,7 +676,14 @@ test("`seaport 0 --http 0` serves the HTTP side; a secret without --http-token i
   const ac = new AbortController();
   let printed: () => void = () => {};
   const http = new Promise<void>((resolve) => printed = resolve);
-  const running = main(["0", "--host", "127.0.0.1", "--http", "0"], {
+  const running = main([
+    "0",
+    "--host",
+    "127.0.0.1",
+    "--http",
+    "0",
+    ...testStoreArgs(),
+  ], {
     stdout: (s) => {
       lines.push(s);
       if (s.startsWith("seaport HTTP on")) printed();

@@ -19,6 +19,7 @@ import {
   freePort,
   next,
   serve,
+  testStore,
   transports,
   until,
   within,
@@ -97,7 +98,8 @@ function suite(t: Transport): void {
     name("a service that is not ready stays hidden across a server restart"),
     async () => {
       const port = await freePort(t);
-      let server = createServer({ transport: t });
+      const store = testStore();
+      let server = createServer({ transport: t, ...store });
       await server.listen(port, "127.0.0.1");
       const { connect } = seaport("");
       const c = connect(port, { transport: t, ...fast });
@@ -107,7 +109,7 @@ function suite(t: Transport): void {
         const db = await c.service("db@1.0.0");
         await c.unready(web);
         await server.close();
-        server = createServer({ transport: t });
+        server = createServer({ transport: t, ...store });
         await server.listen(port, "127.0.0.1");
         await within(watcher.get("db"), 5000, "db re-asserted");
         assert.deepEqual(server.query("web"), []);
@@ -183,7 +185,8 @@ function suite(t: Transport): void {
     ),
     async () => {
       const port = await freePort(t);
-      let server = createServer({ transport: t });
+      const store = testStore();
+      let server = createServer({ transport: t, ...store });
       await server.listen(port, "127.0.0.1");
       const { connect } = seaport("");
       const watcher = connect(port, { transport: t, ...fast });
@@ -194,7 +197,7 @@ function suite(t: Transport): void {
         assert.deepEqual(first.map((r) => r.port), [web]);
         const again = next<[ServiceRecord[]]>(watcher, "resync");
         await server.close();
-        server = createServer({ transport: t });
+        server = createServer({ transport: t, ...store });
         await server.listen(port, "127.0.0.1");
         // the watcher may come back before the service is re-asserted; the
         // events after the snapshot say the rest

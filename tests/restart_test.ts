@@ -23,6 +23,7 @@ import {
   freeBlock,
   freePort,
   serve,
+  testStore,
   transports,
   until,
   within,
@@ -82,7 +83,8 @@ function suite(t: Transport): void {
     ),
     async () => {
       const port = await freePort(t);
-      let server = createServer({ transport: t });
+      const store = testStore();
+      let server = createServer({ transport: t, ...store });
       await server.listen(port, "127.0.0.1");
       const f = await fleet(port, t); // default reconnect options
       try {
@@ -92,7 +94,7 @@ function suite(t: Transport): void {
 
         const closing = Date.now();
         await server.close();
-        server = createServer({ transport: t });
+        server = createServer({ transport: t, ...store });
         let assumed = 0;
         let freed = 0;
         let all: () => void = () => {};
@@ -246,7 +248,8 @@ function suite(t: Transport): void {
           listeners.push(await t.listen({ hostname: "127.0.0.1", port: p }));
           await ready();
         })());
-      let server = createServer({ transport: t, range });
+      const store = testStore();
+      let server = createServer({ transport: t, range, ...store });
       await server.listen(port, "127.0.0.1");
       const old = [0, 1].map(() =>
         connect("127.0.0.1", port, { transport: partitioned, ...fast })
@@ -268,7 +271,7 @@ function suite(t: Transport): void {
 
         reachable = false;
         await server.close();
-        server = createServer({ transport: t, range });
+        server = createServer({ transport: t, range, ...store });
         let freed = 0;
         server.on("free", () => freed++);
         await server.listen(port, "127.0.0.1");

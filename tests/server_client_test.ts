@@ -16,6 +16,7 @@ import {
   freePort,
   next,
   serve,
+  testStore,
   transports,
   until,
   within,
@@ -53,7 +54,7 @@ function suite(t: Transport): void {
       const got = early.get("web");
       let calledBack = false;
       early.get("web", () => calledBack = true);
-      const server = createServer({ transport: t });
+      const server = createServer({ ...testStore(), transport: t });
       try {
         await server.listen(port, "127.0.0.1");
         const other = connect(port, { transport: t });
@@ -311,7 +312,8 @@ function suite(t: Transport): void {
     name("service() comes back on the same port after a server restart"),
     async () => {
       const port = await freePort(t);
-      let server = createServer({ transport: t });
+      const store = testStore();
+      let server = createServer({ transport: t, ...store });
       await server.listen(port, "127.0.0.1");
       const { connect } = seaport("");
       const c = connect(port, { transport: t, ...fast });
@@ -321,7 +323,7 @@ function suite(t: Transport): void {
         const p2 = await c.service("db@1.0.0");
         const plain = await c.allocate("tmp@1.0.0");
         await server.close();
-        server = createServer({ transport: t });
+        server = createServer({ transport: t, ...store });
         await server.listen(port, "127.0.0.1");
         const back = await within(watcher.get("db"), 5000, "re-assertion");
         assert.equal(back[0]!.port, p2);
@@ -341,7 +343,8 @@ function suite(t: Transport): void {
 
   test(name("calls made while the server is down are queued"), async () => {
     const port = await freePort(t);
-    let server = createServer({ transport: t });
+    const store = testStore();
+    let server = createServer({ transport: t, ...store });
     await server.listen(port, "127.0.0.1");
     const { connect } = seaport("");
     const c = connect(port, { transport: t, ...fast });
@@ -352,7 +355,7 @@ function suite(t: Transport): void {
       await down;
       const queued = c.service("late@1.0.0");
       const found = c.query("late");
-      server = createServer({ transport: t });
+      server = createServer({ transport: t, ...store });
       await server.listen(port, "127.0.0.1");
       const lport = await within(queued, 5000, "queued service");
       await found;

@@ -20,7 +20,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { connect, createServer, type ServiceRecord } from "../mod.ts";
-import { freeBlock, until, within } from "./_helpers.ts";
+import {
+  freeBlock,
+  poll,
+  testEtcd,
+  testStore,
+  until,
+  within,
+} from "./_helpers.ts";
 import { nodeTransport } from "../transport.ts";
 import {
   cliCommand,
@@ -40,7 +47,7 @@ async function registry(range?: [number, number]) {
     const base = await freeBlock(nodeTransport(), 8);
     range = [base, base + 7];
   }
-  const server = createServer({ range: { "*": range } });
+  const server = createServer({ ...testStore(), range: { "*": range } });
   const { port } = await server.listen(0, "127.0.0.1");
   const ports = connect("127.0.0.1", port);
   const events: { type: string; port: number; unready: boolean; at: number }[] =
@@ -174,8 +181,11 @@ async function suite(t: TestContext, cli: string[]) {
     );
     assert.ok(crashes >= 3, `only ${crashes} crashes in 3 s`);
     assert.ok(answers > 0, "it was listed while up");
+    // On etcd, hiding it is one etcd write (an fsync on etcd's disk, which
+    // other work on a busy machine can hold up).
+    const bound = testEtcd === undefined ? 100 : 600;
     assert.ok(
-      longest <= 100,
+      longest <= bound,
       `listed while dead for ${longest} ms (${refused} refused answers)`,
     );
   });
@@ -350,7 +360,20 @@ async function suite(t: TestContext, cli: string[]) {
       assert.equal((await within(svc.closed, WAIT, "service exit")).code, 0);
       assert.ok(!alive(pid));
       assert.ok(Date.now() - stopped >= 500, "freed after the grace period");
-      assert.equal(await other.allocate("db@1.0.0", () => {}), only);
+      // Freed once the server sees the supervisor's connection end (on
+      // etcd: one write later), so ask until then.
+      let got: number | undefined;
+      await poll(
+        async () => {
+          got = await other.allocate("db@1.0.0", () => {}).catch(() =>
+            undefined
+          );
+          return got !== undefined;
+        },
+        "the port freed",
+        WAIT,
+      );
+      assert.equal(got, only);
     } finally {
       await other.close();
     }
