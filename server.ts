@@ -871,10 +871,12 @@ class SeaportServer implements Server {
   /**
    * Applies the items of a `batch` in order as one change: their events and
    * the gets they satisfy first (as for one request), then the one reply
-   * with each item's result or error. An item that fails fails alone. Each
-   * item goes to the store in order in this turn; a store that writes
-   * elsewhere (etcd) gets them all at once, so they travel together (its
-   * writes of one key stay in order), and the reply waits for the last.
+   * with each item's result or error. An item that fails fails alone. The
+   * items go to the store in order; a store that writes elsewhere (etcd) gets
+   * a run of them at once, so they travel together (its writes of one key
+   * stay in order), except that a free, an assume or a claim of a named port
+   * waits for the items before it, and so does a second change of one
+   * registration. The reply waits for the last.
    */
   #batch(s: Session, req: BatchRequest): void {
     const items = req.ops;
@@ -894,34 +896,54 @@ class SeaportServer implements Server {
       };
       changes[k] = c;
     };
-    let pending: Promise<void>[] | undefined;
-    // allocations started here and not yet counted by the store
+    // items in flight (a store that writes elsewhere), and the allocations
+    // among them, which the store does not count yet
+    let inflight: Promise<void>[] = [];
     let adding = 0;
-    for (let k = 0; k < n; k++) {
-      const item = items[k]!;
-      if ("error" in item) {
-        this.#stats.error(item.error.code);
-        results[k] = { error: item.error };
-        continue;
-      }
-      this.#stats.request(item.op);
-      let change: Change<GetToken>;
-      try {
-        if (adding > 0 && (item.op === "allocate" || item.op === "assume")) {
-          this.#checkRegs(s, adding);
+    const rids = new Set<string>();
+    let k = 0;
+    const issue = (): Promise<unknown> | undefined => {
+      for (; k < n; k++) {
+        const item = items[k]!;
+        if ("error" in item) {
+          this.#stats.error(item.error.code);
+          results[k] = { error: item.error };
+          continue;
         }
-        change = this.#itemChange(s, item);
-      } catch (err) {
-        failed(k, err);
-        continue;
+        // a free, an assume or a named port may concern an item before it:
+        // it waits until those have landed
+        if (
+          inflight.length > 0 &&
+          (item.op === "free" || item.op === "assume" ||
+            (item.op === "allocate" && item.port !== undefined) ||
+            (item.op !== "allocate" && rids.has(item.rid)))
+        ) {
+          const landed = Promise.all(inflight);
+          inflight = [];
+          rids.clear();
+          adding = 0;
+          return landed.then(issue);
+        }
+        this.#stats.request(item.op);
+        let change: Change<GetToken>;
+        try {
+          if (adding > 0 && item.op === "allocate") this.#checkRegs(s, adding);
+          change = this.#itemChange(s, item);
+        } catch (err) {
+          failed(k, err);
+          continue;
+        }
+        if (change instanceof Promise) {
+          if (item.op === "allocate") adding++;
+          else if ("rid" in item && item.rid !== undefined) rids.add(item.rid);
+          const at = k;
+          inflight.push(
+            change.then((c) => done(item, at, c), (err) => failed(at, err)),
+          );
+        } else done(item, k, change);
       }
-      if (change instanceof Promise) {
-        if (item.op === "allocate" || item.op === "assume") adding++;
-        (pending ??= []).push(
-          change.then((c) => done(item, k, c), (err) => failed(k, err)),
-        );
-      } else done(item, k, change);
-    }
+      return inflight.length > 0 ? Promise.all(inflight) : undefined;
+    };
     const finish = () => {
       const events: RegistryEvent[] = [];
       const woken: Wakeup<GetToken>[] = [];
@@ -933,9 +955,10 @@ class SeaportServer implements Server {
       this.#apply({ events, woken });
       if (s.state !== State.Closed) s.reply(req.id, results);
     };
+    const pending = issue();
     if (pending === undefined) return finish();
     s.backlog = [];
-    Promise.all(pending).then(finish, (err) => {
+    pending.then(finish, (err) => {
       this.#emitter.emit("error", err);
       if (s.state !== State.Closed) s.fail(req.id, err);
     }).finally(() => {
