@@ -9,6 +9,11 @@
 import semver from "npm:semver@7.8.6";
 import { RegistryError } from "./errors.ts";
 import { IdTable, PortTable } from "./_tables.ts";
+/**
+ * The registry's compact indexes (a host's ports, a connection's registrations
+ * by id), exported for their tests.
+ */
+export { IdTable, PortTable } from "./_tables.ts";
 
 /** A JSON value, as registration metadata may hold. */
 export type JsonValue =
