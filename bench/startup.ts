@@ -23,6 +23,7 @@ import { connect } from "../mod.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BUN = join(ROOT, "node_modules", ".bin", "bun");
+const BUN_TSCONFIG = join(ROOT, "dist", "bun-tsconfig.json");
 const BIN_JS = join(ROOT, "npm", "esm", "bin.js");
 const CLI_TS = join(ROOT, "cli.ts");
 const BINARY = join(ROOT, "dist", "seaport");
@@ -72,9 +73,11 @@ const WAYS: Way[] = [
     size: `${mib(BUN)} bun + package`,
   },
   {
+    // Bun resolves the sources' `npm:` specifiers through the tsconfig that
+    // `deno task binary` writes
     label: "`bun cli.ts`",
-    cmd: [BUN, CLI_TS],
-    needs: [[BUN, "npm install"]],
+    cmd: [BUN, `--tsconfig-override=${BUN_TSCONFIG}`, CLI_TS],
+    needs: [[BUN, "npm install"], [BUN_TSCONFIG, "deno task binary"]],
     size: `${mib(BUN)} bun + sources`,
   },
 ];
