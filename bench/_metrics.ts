@@ -351,5 +351,60 @@ export function targets(
       };
     },
   );
+  // against seaport 2.0.9 in the same run: ours / theirs
+  const ratio = (key: string, i: ImplId) => {
+    const o = num(v(key, i));
+    const t = num(v(key, "theirs"));
+    return o === undefined || t === undefined || t === 0 ? undefined : o / t;
+  };
+  const rge = (key: string, i: ImplId, min: number) => {
+    const x = ratio(key, i);
+    return x === undefined ? undefined : x >= min;
+  };
+  const rle = (key: string, i: ImplId, max: number) => {
+    const x = ratio(key, i);
+    return x === undefined ? undefined : x <= max;
+  };
+  const showRatio = (key: string, i: ImplId) => {
+    const x = ratio(key, i);
+    return x === undefined ? "—" : `${x.toFixed(2)}×`;
+  };
+  add(
+    "a×",
+    "vs seaport 2.0.9, probe on: 1 client ≥ 2×, 50 clients ≥ 10×",
+    (i) => ({
+      ok: all(rge("a.rate.1", i, 2), rge("a.rate.many", i, 10)),
+      detail: `${showRatio("a.rate.1", i)}; ${showRatio("a.rate.many", i)}`,
+    }),
+  );
+  add(
+    "c×",
+    `wake-up vs seaport 2.0.9 at ${
+      s.regs.toLocaleString("en-US")
+    }: p50 ≤ 0.5×; p99 ≤ 0.5× on Node, ≤ 500 µs on Deno`,
+    (i) => ({
+      ok: all(
+        rle("c.p50.regs", i, 0.5),
+        i === "ours-deno"
+          ? le("c.p99.regs", i, 500)
+          : rle("c.p99.regs", i, 0.5),
+      ),
+      detail: `p50 ${showRatio("c.p50.regs", i)}; p99 ${
+        i === "ours-deno"
+          ? show("c.p99.regs", i, "µs")
+          : showRatio("c.p99.regs", i)
+      }`,
+    }),
+  );
+  add(
+    "e×",
+    `heap per registration vs seaport 2.0.9 ≤ 0.7× at ${
+      s.regs.toLocaleString("en-US")
+    } and at ${s.large.toLocaleString("en-US")}`,
+    (i) => ({
+      ok: all(rle("e.heap.regs", i, 0.7), rle("e.heap.large", i, 0.7)),
+      detail: `${showRatio("e.heap.regs", i)}; ${showRatio("e.heap.large", i)}`,
+    }),
+  );
   return out;
 }
