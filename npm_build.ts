@@ -453,6 +453,8 @@ async function bunTest(
     cwd: project,
     env,
     stdout: "inherit",
+    // failures are printed on stderr (the junit file has only their message)
+    stderr: "inherit",
   }).output();
   const report = await Deno.readTextFile(xml).catch(() => "");
   const top = /<testsuites [^>]*>/.exec(report)?.[0] ?? "";
@@ -484,6 +486,10 @@ async function bunTest(
     } bun test, ${files.length} files: ${counts} (${what})${exit}`,
   );
   summary.push(...problems.map((p) => `✗ ${p}`));
+  const failed = [...report.matchAll(
+    /<testcase name="([^"]*)"[^>]*[^/]>\s*<failure\b/g,
+  )].map((m) => unescapeXml(m[1]!));
+  summary.push(...failed.map((n) => `✗ failed under Bun: "${n}"`));
   return ok;
 }
 

@@ -33,28 +33,30 @@ interface Report {
   targets: { id: string; status: Record<string, string> }[];
 }
 
+/** Runs `bench/SCRIPT --quick --json`: its exit code, stdout and stderr's tail. */
+async function quickJson(
+  script: string,
+): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn(
+    process.execPath,
+    ["run", "--allow-all", join(root, "bench", script), "--quick", "--json"],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d) => out += d);
+  child.stderr!.on("data", (d) => err = (err + d).slice(-4000));
+  const code = await new Promise<number | null>((resolve) =>
+    child.on("close", resolve)
+  );
+  return { code, out, err };
+}
+
 test(
   "the benchmark suite completes in --quick mode and prints valid JSON",
   { skip, timeout: 600_000 },
   async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        "run",
-        "--allow-all",
-        join(root, "bench", "main.ts"),
-        "--quick",
-        "--json",
-      ],
-      { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let out = "";
-    let err = "";
-    child.stdout!.on("data", (d) => out += d);
-    child.stderr!.on("data", (d) => err = (err + d).slice(-4000));
-    const code = await new Promise<number | null>((resolve) =>
-      child.on("close", resolve)
-    );
+    const { code, out, err } = await quickJson("main.ts");
     assert.equal(code, 0, `the suite failed:\n${err}`);
     const report = JSON.parse(out) as Report;
     assert.equal(report.quick, true);
@@ -75,24 +77,7 @@ test(
   "bench/etcd.ts --quick --json prints one object: the rows of its table and notes",
   { skip: skip || etcdMissing, timeout: 600_000 },
   async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        "run",
-        "--allow-all",
-        join(root, "bench", "etcd.ts"),
-        "--quick",
-        "--json",
-      ],
-      { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let out = "";
-    let err = "";
-    child.stdout!.on("data", (d) => out += d);
-    child.stderr!.on("data", (d) => err = (err + d).slice(-4000));
-    const code = await new Promise<number | null>((resolve) =>
-      child.on("close", resolve)
-    );
+    const { code, out, err } = await quickJson("etcd.ts");
     assert.equal(code, 0, `bench/etcd.ts failed:\n${err}`);
     const report = JSON.parse(out) as {
       rows: { figure: string; memory: string; etcd: string }[];

@@ -432,8 +432,13 @@ test(
             Date.now() - revoked
           } ms (lease TTL 3 s, keep-alive every 1 s)`,
         );
-        // the hidden reservation is back too, on its port, still hidden
-        const held = await c.kv.get(`${reg.prefix}ports/127.0.0.1/${later}`);
+        // the hidden reservation is back too, on its port, still hidden (its
+        // re-assertion may land after the visible ones)
+        let held = await c.kv.get(`${reg.prefix}ports/127.0.0.1/${later}`);
+        await poll(async () => {
+          held = await c.kv.get(`${reg.prefix}ports/127.0.0.1/${later}`);
+          return held.kvs.length === 1;
+        }, "the reservation to be back in etcd");
         assert.equal(held.kvs.length, 1, "the reservation is back in etcd");
         assert.equal(JSON.parse(held.kvs[0]!.value).ready, false);
         const now = await c.kv.get(`${reg.prefix}ports/`, { prefix: true });
