@@ -84,9 +84,9 @@ test(
       notes: string[];
     };
     assert.deepEqual(Object.keys(report), ["rows", "notes"]);
-    // registrations and their floor, query, wake-up and its floor, failover,
-    // heap, two idle sizes, the leader killed
-    assert.equal(report.rows.length, 10);
+    // registrations (one at a time, and at once) and their floor, query,
+    // wake-up and its floor, failover, heap, two idle sizes, the leader killed
+    assert.equal(report.rows.length, 11);
     for (const r of report.rows) {
       assert.deepEqual(Object.keys(r), ["figure", "memory", "etcd"]);
       assert.ok(r.figure !== "" && r.memory !== "" && r.etcd !== "");
