@@ -343,15 +343,10 @@ test(
       // B reaches etcd only through a proxy the test can cut.
       await using proxy = await cutProxy(etcd.endpoints[0]!);
       await using reg = await servers(etcd.endpoints, 1);
-      const b = createServer({
-        etcd: {
-          endpoints: [proxy.url],
-          prefix: reg.prefix,
-          requestTimeout: 500,
-          leaseTtl: 10, // not lost while cut off
-        },
+      const b = await behind(proxy, reg.prefix, {
+        requestTimeout: 500,
+        leaseTtl: 10, // not lost while cut off
       });
-      await b.listen(0, "127.0.0.1");
       let readies = 0; // the ready requests the client sent
       const transport = tapped(defaultTransport(), {
         write(data) {
@@ -458,15 +453,10 @@ test(
     await t.test("a server cut off from etcd for longer than its lease TTL makes its clients assert their registrations again once it is back: same ports, on every server", async () => {
       await using proxy = await cutProxy(etcd.endpoints[0]!);
       await using reg = await servers(etcd.endpoints, 1);
-      const b = createServer({
-        etcd: {
-          endpoints: [proxy.url],
-          prefix: reg.prefix,
-          requestTimeout: 500,
-          leaseTtl: 2,
-        },
+      const b = await behind(proxy, reg.prefix, {
+        requestTimeout: 500,
+        leaseTtl: 2,
       });
-      await b.listen(0, "127.0.0.1");
       const a = reg.client(0);
       const c = connect("127.0.0.1", b.addr!.port, fast);
       try {
@@ -517,16 +507,12 @@ test(
 
     await t.test("/readyz and /metrics say whether etcd is reachable: 503 and seaport_etcd_reachable 0 while it is cut off, ready again after", async () => {
       await using proxy = await cutProxy(etcd.endpoints[0]!);
-      const b = createServer({
-        etcd: {
-          endpoints: [proxy.url],
-          prefix: `/t-ready-${Date.now().toString(36)}/`,
-          requestTimeout: 500,
-          leaseTtl: 2,
-        },
-        http: { port: 0 },
-      });
-      await b.listen(0, "127.0.0.1");
+      const b = await behind(
+        proxy,
+        `/t-ready-${Date.now().toString(36)}/`,
+        { requestTimeout: 500, leaseTtl: 2 },
+        { http: { port: 0 } },
+      );
       try {
         const base = `http://127.0.0.1:${b.httpAddr!.port}`;
         const state = async () => {
@@ -577,10 +563,7 @@ test(
       await using proxy = await cutProxy(etcd.endpoints[0]!);
       await using reg = await servers(etcd.endpoints, 1);
       const prefix = reg.prefix;
-      const b = createServer({
-        etcd: { endpoints: [proxy.url], prefix, requestTimeout: 1000 },
-      });
-      await b.listen(0, "127.0.0.1");
+      const b = await behind(proxy, prefix, { requestTimeout: 1000 });
       try {
         const a = reg.client(0);
         const stay = await a.service("stay");
@@ -619,6 +602,24 @@ test(
     });
   },
 );
+
+/**
+ * A server listening on loopback that reaches etcd only through `proxy`,
+ * keeping its registry under `prefix`.
+ */
+async function behind(
+  proxy: { url: string },
+  prefix: string,
+  etcd: { requestTimeout: number; leaseTtl?: number },
+  options: ServerOptions = {},
+): Promise<Server> {
+  const s = createServer({
+    ...options,
+    etcd: { endpoints: [proxy.url], prefix, ...etcd },
+  });
+  await s.listen(0, "127.0.0.1");
+  return s;
+}
 
 /**
  * A TCP proxy to `target` that the test can cut (every connection reset,
