@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type { ArgsOf, Commands, ResultOf, WorkerReply } from "./_types.ts";
 
 const live = new Set<WorkerProc>();
@@ -19,6 +20,27 @@ export interface Launch {
   args: string[];
   /** The working directory. */
   cwd: string;
+}
+
+/**
+ * Our worker on Deno (`bench/_ours_worker.ts` with this checkout's mod.ts),
+ * with `gc()` exposed for the heap figures.
+ */
+export function oursDenoLaunch(label = "ours-deno"): Launch {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  return {
+    label,
+    cmd: Deno.execPath(),
+    args: [
+      "run",
+      "--allow-all",
+      "--no-lock",
+      "--v8-flags=--expose-gc",
+      `${root}bench/_ours_worker.ts`,
+      pathToFileURL(`${root}mod.ts`).href,
+    ],
+    cwd: root,
+  };
 }
 
 /** A worker process spoken to over stdin/stdout. */

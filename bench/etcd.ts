@@ -25,7 +25,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import os from "node:os";
 import process from "node:process";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import { connect, createServer } from "../mod.ts";
 import type { Ports, Server, ServerOptions } from "../mod.ts";
 import { createEtcdClient } from "../store/etcd/mod.ts";
@@ -36,7 +36,7 @@ import {
   startEtcd,
 } from "../tests/_etcd.ts";
 import { defaultTransport, type Transport } from "../transport.ts";
-import { WorkerProc } from "./_proc.ts";
+import { oursDenoLaunch, WorkerProc } from "./_proc.ts";
 import type { ImplOptions } from "./_types.ts";
 
 const quick = process.argv.includes("--quick");
@@ -359,20 +359,7 @@ async function floor(
 
 /** A seaport worker process of `bench/main.ts`, run with --expose-gc. */
 function worker(): WorkerProc {
-  const root = fileURLToPath(new URL("../", import.meta.url));
-  return new WorkerProc({
-    label: "ours-deno",
-    cmd: Deno.execPath(),
-    args: [
-      "run",
-      "--allow-all",
-      "--no-lock",
-      "--v8-flags=--expose-gc",
-      `${root}bench/_ours_worker.ts`,
-      pathToFileURL(`${root}mod.ts`).href,
-    ],
-    cwd: root,
-  });
+  return new WorkerProc(oursDenoLaunch());
 }
 
 /**

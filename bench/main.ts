@@ -38,7 +38,7 @@ import os from "node:os";
 import process from "node:process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { metricDefs, targets } from "./_metrics.ts";
-import { killAll, liveCount } from "./_proc.ts";
+import { killAll, liveCount, oursDenoLaunch } from "./_proc.ts";
 import { renderProfile } from "./_profile.ts";
 import { etcdSection, type Section, startSection } from "./_sections.ts";
 import {
@@ -342,19 +342,7 @@ function setupImpls(o: Options, notes: string[]): Impl[] {
         id,
         ours: true,
         heartbeat: hb,
-        launch: {
-          label: id,
-          cmd: Deno.execPath(),
-          args: [
-            "run",
-            "--allow-all",
-            "--no-lock",
-            "--v8-flags=--expose-gc",
-            `${ROOT}bench/_ours_worker.ts`,
-            pathToFileURL(`${ROOT}mod.ts`).href,
-          ],
-          cwd: ROOT,
-        },
+        launch: oursDenoLaunch(id),
       });
     } else if (id === "ours-node") {
       const mod = o.oursNodeModule;
