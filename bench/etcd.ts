@@ -35,7 +35,7 @@ import {
   etcdMissing,
   startEtcd,
 } from "../tests/_etcd.ts";
-import { defaultTransport, type Transport } from "../transport.ts";
+import { redirect } from "../tests/_helpers.ts";
 import { oursDenoLaunch, WorkerProc } from "./_proc.ts";
 import type { ImplOptions } from "./_types.ts";
 
@@ -169,15 +169,6 @@ async function wakeups(etcd: EtcdCluster): Promise<[number, number]> {
   await a!.close();
   await b!.close();
   return [pct(times, 0.5), pct(times, 0.99)];
-}
-
-function redirect(to: { port: number }): Transport {
-  const t = defaultTransport();
-  return {
-    name: t.name,
-    listen: (ep, tls) => t.listen(ep, tls),
-    connect: (ep, tls) => t.connect({ ...ep, port: to.port }, tls),
-  };
 }
 
 async function failover(etcd: EtcdCluster): Promise<[number, number, number]> {

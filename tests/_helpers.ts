@@ -13,6 +13,7 @@ import { connect, createServer } from "../mod.ts";
 import type { ConnectOptions, Ports, Server, ServerOptions } from "../mod.ts";
 import {
   type Conn,
+  defaultTransport,
   denoNamespace,
   denoTransport,
   type Listener,
@@ -178,6 +179,20 @@ export interface TestServer extends AsyncDisposable {
   readonly port: number;
   /** Connects a client to this server (closed with the server). */
   client(options?: ConnectOptions): Ports;
+}
+
+/**
+ * A transport that connects wherever `to.port` says now: the clients of a
+ * server that died are sent to another one, as a client with a server list
+ * would go.
+ */
+export function redirect(to: { port: number }): Transport {
+  const t = defaultTransport();
+  return {
+    name: t.name,
+    listen: (ep, tls) => t.listen(ep, tls),
+    connect: (ep, tls) => t.connect({ ...ep, port: to.port }, tls),
+  };
 }
 
 /** Starts a server on 127.0.0.1 and a free port. */

@@ -13,8 +13,7 @@ import { connect, createServer } from "../mod.ts";
 import type { Ports, Server, ServiceRecord } from "../mod.ts";
 import { cliCommand, type Proc, start } from "./_cli.ts";
 import { type EtcdCluster, etcdMissing, startEtcd } from "./_etcd.ts";
-import { fast, poll, until, within } from "./_helpers.ts";
-import { defaultTransport, type Transport } from "../transport.ts";
+import { fast, poll, redirect, until, within } from "./_helpers.ts";
 
 const cli = cliCommand();
 const skip = etcdMissing ||
@@ -42,20 +41,6 @@ async function seaport(
   ]);
   const m = await proc.line(/seaport listening on 127\.0\.0\.1:(\d+)/);
   return { proc, port: Number(m[1]) };
-}
-
-/**
- * A transport that connects wherever `to.port` says now: the clients of a
- * server that died are sent to another one, as a client with a server list
- * would go.
- */
-function redirect(to: { port: number }): Transport {
-  const t = defaultTransport();
-  return {
-    name: t.name,
-    listen: (ep, tls) => t.listen(ep, tls),
-    connect: (ep, tls) => t.connect({ ...ep, port: to.port }, tls),
-  };
 }
 
 /** Every port held twice in a list of records. */
