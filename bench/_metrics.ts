@@ -122,6 +122,13 @@ export function metricDefs(s: Sizes): MetricDef[] {
       better: "lower",
     },
     {
+      key: "d.kill.one",
+      label:
+        "(d) SIGKILL → 1 freed (the kernel ending the process: floor of the above)",
+      unit: "ms",
+      better: "lower",
+    },
+    {
       key: "d.kill.server",
       label: "(d) SIGKILL: first → last free (server side)",
       unit: "ms",

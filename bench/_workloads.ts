@@ -455,6 +455,7 @@ export async function scenarioD(impl: Impl, ctx: Ctx): Promise<Metrics> {
     options: ImplOptions,
     capMs: number,
     name: string = mode,
+    held: number = s.hold,
   ): Promise<{ total: Sample; server: Sample }> =>
     withWorkers(async (spawn) => {
       const server = spawn();
@@ -465,10 +466,10 @@ export async function scenarioD(impl: Impl, ctx: Ctx): Promise<Metrics> {
       await populate(
         server,
         [{ w: holder, offset: 0 }],
-        s.hold,
+        held,
         1,
         "svc",
-        s.hold,
+        held,
       );
       if (mode === "stop" && options.heartbeat !== undefined) {
         // Let a few heartbeats flow first (2.0.9 arms its timeout on the first).
@@ -494,6 +495,9 @@ export async function scenarioD(impl: Impl, ctx: Ctx): Promise<Metrics> {
     const kill = await hold("kill", {}, 10_000);
     m["d.kill"] = kill.total;
     m["d.kill.server"] = kill.server;
+    // The same with one registration: the kill itself, until the kernel has
+    // torn the process down and closed its socket (the floor of the above).
+    m["d.kill.one"] = (await hold("kill", {}, 10_000, "kill-one", 1)).total;
     const noHb = impl.ours && !impl.heartbeat;
     // Both half-open cases at once: each is a timer running out on an idle
     // server of its own, so they do not disturb each other.
