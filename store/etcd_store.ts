@@ -921,7 +921,8 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     }
     this.#reached(upTo);
     if (this.#ahead.length > 0) {
-      const oldest = Math.min(...this.#ahead.map((a) => a.since));
+      let oldest = now;
+      for (const a of this.#ahead) oldest = Math.min(oldest, a.since);
       this.#aheadTimer = setTimeout(
         () => this.#overdue(),
         Math.max(1, oldest + AHEAD_MS - now),
