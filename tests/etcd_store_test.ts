@@ -3,9 +3,11 @@
  * change through one server does on the others (queries, waiting gets,
  * events, show), atomic claims racing across servers, sessions that end
  * (closed, or stopped with SIGSTOP), a ready() retried while etcd is out of
- * reach, a server whose lease ends (revoked, or cut off past its TTL), and a
- * watch that breaks while etcd compacts. The servers run in this
- * process here; tests/etcd_failover_test.ts kills real server processes.
+ * reach, a server whose lease ends (revoked, or cut off past its TTL), a
+ * watch that breaks while etcd compacts or goes silent, and the order of
+ * events and answers (every server's events in etcd's revision order). The
+ * servers run in this process here; tests/etcd_failover_test.ts kills real
+ * server processes.
  *
  * @module
  */
@@ -805,6 +807,43 @@ test(
       const stillHeld = await probe.next();
       assert.equal((stillHeld.error as { code: string }).code, "PORT_TAKEN");
     });
+
+    await t.test("a server whose watch delivers nothing still answers its own writes, at most a second late, their events first", async () => {
+      await using proxy = await cutProxy(etcd.endpoints[0]!);
+      await using reg = await servers(etcd.endpoints, 1);
+      const b = await behind(proxy, reg.prefix, { requestTimeout: 2000 });
+      const c = connect("127.0.0.1", b.addr!.port, { ...fast, probe: false });
+      try {
+        await c.query("x"); // connected
+        const events: string[] = [];
+        b.on("allocate", (r) => events.push(`allocate ${r.role}`));
+        proxy.mute();
+        const t0 = performance.now();
+        const port = await c.service("quiet");
+        const took = performance.now() - t0;
+        console.log(
+          `a write's answer with its watch silent: ${took.toFixed(0)} ms`,
+        );
+        assert.ok(took < 2000, `answered after ${took} ms`);
+        assert.deepEqual(
+          events,
+          ["allocate quiet"],
+          "its event went out first",
+        );
+        assert.deepEqual(ports(b.query("quiet")), [port]);
+        // A's change reaches B once its watch speaks again, and the echo of
+        // B's own write adds nothing
+        const a = reg.client(0);
+        const other = await a.service("loud");
+        proxy.unmute();
+        await until(() => events.length === 2, "A's change through B's watch");
+        assert.deepEqual(events, ["allocate quiet", "allocate loud"]);
+        assert.deepEqual(ports(b.query()), [port, other].sort());
+      } finally {
+        await c.close();
+        await b.close();
+      }
+    });
   },
 );
 
@@ -828,7 +867,8 @@ async function behind(
 
 /**
  * A TCP proxy to `target` that the test can cut (every connection reset,
- * new ones refused) and restore.
+ * new ones refused) and restore, or whose watch streams it can mute (what
+ * etcd sends on them held back until unmuted).
  */
 async function cutProxy(target: string) {
   const { createServer: netServer, connect: netConnect } = await import(
@@ -837,6 +877,8 @@ async function cutProxy(target: string) {
   const url = new URL(target);
   const sockets = new Set<import("node:net").Socket>();
   let cut = false;
+  let muted = false;
+  const held: [import("node:net").Socket, Uint8Array][] = [];
   const server = netServer((client) => {
     if (cut) return client.destroy();
     const upstream = netConnect(Number(url.port), url.hostname);
@@ -849,7 +891,16 @@ async function cutProxy(target: string) {
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
-    client.pipe(upstream).pipe(client);
+    let watch = false;
+    client.on("data", (d: Uint8Array) => {
+      // a connection that carries a watch carries nothing else after it
+      watch ||= new TextDecoder().decode(d).includes("/v3/watch");
+      upstream.write(d);
+    });
+    upstream.on("data", (d: Uint8Array) => {
+      if (muted && watch) held.push([client, d]);
+      else client.write(d);
+    });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const { port } = server.address() as { port: number };
@@ -861,6 +912,15 @@ async function cutProxy(target: string) {
     },
     restore() {
       cut = false;
+    },
+    mute() {
+      muted = true;
+    },
+    unmute() {
+      muted = false;
+      for (const [socket, d] of held.splice(0)) {
+        if (!socket.destroyed) socket.write(d);
+      }
     },
     async [Symbol.asyncDispose]() {
       cut = true;
