@@ -21,7 +21,10 @@
  *   100 compares, several txns in flight, never two writes of one key at
  *   once (so they land in the order asked for).
  * - A successful write is applied to the view at once (a client reads its
- *   own writes); the watch's echo of it is skipped by revision.
+ *   own writes); the watch's echo of it is skipped by revision. Its events
+ *   (and the gets it wakes) go out when the watch reaches its revision, and
+ *   only then is it answered: every server emits every change in etcd's
+ *   revision order, its own writes included.
  * - A compacted or broken watch: read the range again at a new revision R,
  *   apply the difference, watch from R + 1.
  *
@@ -177,6 +180,29 @@ function merge<T>(into: { events: unknown[]; woken: unknown[] }, c: Result<T>) {
 
 const NOTHING = Object.freeze({ events: [], woken: [] });
 
+/**
+ * The longest a change the view applied ahead of the watch waits for it
+ * (ms): a watch that delivers nothing for that long (its member stopped)
+ * must not hold up the answers of this server's writes.
+ */
+const AHEAD_MS = 1000;
+
+/** A change the view applied before the watch delivered it. */
+interface Ahead<T> {
+  /** The revision the watch delivers it at, at the latest. */
+  rev: number;
+  /**
+   * A delete whose own revision is not known (a failed compare found the
+   * key gone): the watch's first event of `key` after revision `after` is
+   * that delete, and releases it.
+   */
+  gone?: { key: string; after: number };
+  change: Result<T>;
+  /** When it was held (performance.now()). */
+  since: number;
+  done: () => void;
+}
+
 /** The registry of several servers, kept in etcd. */
 export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   readonly #reg: Registry<O | string, T>;
@@ -204,6 +230,16 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
    * every change up to it. A key it does not know was deleted since.
    */
   #watched = 0;
+  /**
+   * Changes the view applied ahead of the watch (this server's own writes,
+   * what a failed compare read), their events held until the watch reaches
+   * them, so that they go out in revision order.
+   */
+  #ahead: Ahead<T>[] = [];
+  /** The lowest revision in #ahead, and the keys of its deletes (by count). */
+  #aheadMin = Infinity;
+  #aheadKeys = new Map<string, number>();
+  #aheadTimer: ReturnType<typeof setTimeout> | undefined;
   /** Registration ids being written now, and by whom. */
   #writing = new Map<string, Local>();
   /**
@@ -341,6 +377,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
+    this.#reached(Infinity);
     this.#wake?.();
     await this.#tick;
     await this.#watch?.close();
@@ -675,12 +712,16 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     rev: number,
     value: Stored,
   ): Promise<Result<T>> {
-    let c = this.#learn(key, rev, value, st);
-    if (c.record === undefined) {
+    const learned = this.#learn(key, rev, value, st);
+    let record = learned.record;
+    if (record === undefined) {
       // The watch delivered it first (and its events went out with it).
       const h = this.#reg.holder(value.host, value.port);
-      if (h?.record.id === value.id) c = { record: h.record, ...NOTHING };
+      if (h?.record.id === value.id) record = h.record;
     }
+    const c: Result<T> = { ...(record ? { record } : {}), ...NOTHING };
+    const held = this.#inOrder(rev, learned);
+    if (held !== undefined) await held;
     if (st.dropped) {
       // the session ended while this was in flight
       const out = { events: [...c.events], woken: [...c.woken] };
@@ -701,19 +742,23 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     }
     this.#retry.delete(key);
     const c = this.#learn(key, r.revision, undefined);
+    const held = this.#inOrder(r.revision, c);
+    if (held !== undefined) await held;
     // The watch may have delivered it first (and its events went out with it).
-    if (c.record === undefined && before !== undefined) {
-      return { record: before, ...NOTHING };
-    }
-    return c;
+    const record = c.record ?? before;
+    return { ...(record !== undefined ? { record } : {}), ...NOTHING };
   }
 
   /** A compare failed: the view learns what `key` holds at `rev`. */
   #learnFailed(key: string, rev: number, kv: KeyValue | undefined): void {
-    const c = kv === undefined
-      ? this.#learn(key, rev, undefined)
-      : this.#learn(key, kv.modRevision, parse(kv.value, this.#strings));
-    this.#emit(c);
+    if (kv !== undefined) {
+      const v = parse(kv.value, this.#strings);
+      this.#inOrder(kv.modRevision, this.#learn(key, kv.modRevision, v));
+      return;
+    }
+    // gone: the watch's next event of the key is that delete
+    const after = this.#keys.get(key)?.rev ?? 0;
+    this.#inOrder(rev, this.#learn(key, rev, undefined), { key, after });
   }
 
   /**
@@ -798,6 +843,94 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   }
 
   /**
+   * Emits a change the view applied ahead of the watch in revision order:
+   * at once if the watch has delivered `rev` already, else once it delivers
+   * `rev` (or, for `gone`, that delete), at most {@linkcode AHEAD_MS} later.
+   *
+   * @returns A promise that resolves once it went out, if it waits.
+   */
+  #inOrder(
+    rev: number,
+    c: Result<T>,
+    gone?: { key: string; after: number },
+  ): Promise<void> | undefined {
+    if (c.events.length === 0 && c.woken.length === 0) return undefined;
+    if (rev <= this.#watched || this.#closed) {
+      this.#emit(c);
+      return undefined;
+    }
+    return new Promise((done) => {
+      const since = performance.now();
+      this.#ahead.push({ rev, change: c, since, done, ...(gone && { gone }) });
+      if (gone !== undefined) {
+        this.#aheadKeys.set(gone.key, (this.#aheadKeys.get(gone.key) ?? 0) + 1);
+      }
+      if (rev < this.#aheadMin) this.#aheadMin = rev;
+      this.#aheadTimer ??= setTimeout(() => this.#overdue(), AHEAD_MS);
+    });
+  }
+
+  /**
+   * The watch delivered everything up to `rev` (and now an event of `key`):
+   * emits the changes held for it, in revision order.
+   */
+  #reached(rev: number, key?: string): void {
+    if (this.#ahead.length === 0) return;
+    if (
+      rev < this.#aheadMin &&
+      (key === undefined || !this.#aheadKeys.has(key))
+    ) return;
+    const out: Ahead<T>[] = [];
+    const keep: Ahead<T>[] = [];
+    this.#aheadMin = Infinity;
+    for (const a of this.#ahead) {
+      if (
+        a.rev <= rev ||
+        (a.gone !== undefined && a.gone.key === key && rev > a.gone.after)
+      ) {
+        out.push(a);
+        if (a.gone === undefined) continue;
+        const n = this.#aheadKeys.get(a.gone.key)! - 1;
+        if (n === 0) this.#aheadKeys.delete(a.gone.key);
+        else this.#aheadKeys.set(a.gone.key, n);
+      } else {
+        keep.push(a);
+        if (a.rev < this.#aheadMin) this.#aheadMin = a.rev;
+      }
+    }
+    this.#ahead = keep;
+    if (keep.length === 0) {
+      clearTimeout(this.#aheadTimer);
+      this.#aheadTimer = undefined;
+    }
+    // a delete of `key` goes out at `rev`, where the watch delivered it
+    out.sort((x, y) => Math.min(x.rev, rev) - Math.min(y.rev, rev));
+    for (const a of out) {
+      this.#emit(a.change);
+      a.done();
+    }
+  }
+
+  /** Emits the changes held longer than {@linkcode AHEAD_MS}, in order. */
+  #overdue(): void {
+    this.#aheadTimer = undefined;
+    const now = performance.now();
+    let upTo = -Infinity;
+    for (const a of this.#ahead) {
+      if (now - a.since >= AHEAD_MS - 1 && a.rev > upTo) upTo = a.rev;
+    }
+    this.#reached(upTo);
+    if (this.#ahead.length > 0) {
+      let oldest = now;
+      for (const a of this.#ahead) oldest = Math.min(oldest, a.since);
+      this.#aheadTimer = setTimeout(
+        () => this.#overdue(),
+        Math.max(1, oldest + AHEAD_MS - now),
+      );
+    }
+  }
+
+  /**
    * Reads every registration at a new revision and applies the difference to
    * the view (with its events). Returns the revision read.
    */
@@ -817,6 +950,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       this.#keys.delete(key);
     }
     if (at > this.#watched) this.#watched = at;
+    this.#reached(at);
     this.#emit(out as Result<T>);
     this.lastHeard = Date.now();
     return at;
@@ -841,11 +975,14 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
           for (const ev of batch.events) {
             const key = ev.kv.key;
             const at = ev.kv.modRevision;
+            // what the view applied ahead of this event goes out first
+            this.#reached(at, key);
             if (ev.type === "put") {
               // this server's own write, learned already: nothing to parse
-              if ((this.#keys.get(key)?.rev ?? 0) >= at) continue;
-              const v = parse(ev.kv.value, this.#strings);
-              if (v !== undefined) this.#emit(this.#learn(key, at, v));
+              if ((this.#keys.get(key)?.rev ?? 0) < at) {
+                const v = parse(ev.kv.value, this.#strings);
+                if (v !== undefined) this.#emit(this.#learn(key, at, v));
+              }
             } else {
               this.#emit(this.#learn(key, at, undefined));
               const known = this.#keys.get(key);
@@ -854,6 +991,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
               }
             }
             if (at > this.#watched) this.#watched = at;
+          }
+          if (batch.progress && batch.header.revision > this.#watched) {
+            this.#watched = batch.header.revision;
+            this.#reached(this.#watched);
           }
         }
       } catch {

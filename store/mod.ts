@@ -63,7 +63,10 @@ export interface Store<O extends StoreOwner, T> {
   countOf(owner: O): number;
   /**
    * Starts the store (an etcd store reads the registry and starts its
-   * watch); `onChange` hears the changes other servers made.
+   * watch); `onChange` hears the changes other servers made. A store that
+   * writes elsewhere (etcd) gives it its own writes' events and woken gets
+   * too, in the order the changes took effect, before the write's Promise
+   * resolves; that change then carries only its record.
    */
   open(onChange: (change: ChangeResult<T>) => void): Promise<void>;
   /** Stops the store. */

@@ -3,9 +3,11 @@
  * change through one server does on the others (queries, waiting gets,
  * events, show), atomic claims racing across servers, sessions that end
  * (closed, or stopped with SIGSTOP), a ready() retried while etcd is out of
- * reach, a server whose lease ends (revoked, or cut off past its TTL), and a
- * watch that breaks while etcd compacts. The servers run in this
- * process here; tests/etcd_failover_test.ts kills real server processes.
+ * reach, a server whose lease ends (revoked, or cut off past its TTL), a
+ * watch that breaks while etcd compacts or goes silent, and the order of
+ * events and answers (every server's events in etcd's revision order). The
+ * servers run in this process here; tests/etcd_failover_test.ts kills real
+ * server processes.
  *
  * @module
  */
@@ -600,6 +602,248 @@ test(
         await b.close();
       }
     });
+
+    await t.test("batches through two servers: every server's subscribers see every change in etcd's revision order", async () => {
+      await using reg = await servers(etcd.endpoints, 2, {
+        range: { "*": [42000, 42899] },
+      });
+      const t0 = defaultTransport();
+      // etcd's own order: a watch of the registry's keys, beside the servers
+      const c = createEtcdClient({ endpoints: etcd.endpoints });
+      const w = c.watcher.watch(`${reg.prefix}ports/`, { prefix: true });
+      const truth: string[] = [];
+      const watching = (async () => {
+        for await (const batch of w) {
+          for (const ev of batch.events) {
+            truth.push(
+              `${ev.type === "put" ? "allocate" : "free"} ${
+                ev.kv.key.split("/").pop()
+              }`,
+            );
+          }
+        }
+      })();
+      try {
+        assert.ok(await w.ready);
+        const subscribed = await Promise.all(reg.servers.map(async (s) => {
+          const r = await greeted(t0, s.addr!.port);
+          await r.json({ id: 1, op: "subscribe", all: true });
+          assert.deepEqual(await r.next(), { id: 1, result: {} });
+          return r;
+        }));
+        const ROUNDS = 8;
+        const total = 6 * ROUNDS * 8;
+        const heard = Promise.all(subscribed.map(async (r) => {
+          const list: string[] = [];
+          while (list.length < total) {
+            const m = await r.next(10_000);
+            list.push(`${m.ev} ${(m.record as ServiceRecord).port}`);
+          }
+          return list;
+        }));
+        heard.catch(() => {}); // awaited below
+        // three connections through each server, each a run of batches:
+        // three allocations in one txn, a named port claimed and freed
+        // behind a barrier, then the three freed one after the other
+        const writers = Array.from({ length: 6 }, async (_, i) => {
+          const r = await greeted(t0, reg.servers[i % 2]!.addr!.port);
+          for (let round = 0; round < ROUNDS; round++) {
+            const named = 42900 + i * 10 + round;
+            await r.json({
+              id: 1,
+              op: "batch",
+              ops: [
+                { op: "allocate", role: `a${i}@1.0.0`, ready: true },
+                { op: "allocate", role: `b${i}@1.0.0`, ready: true },
+                { op: "allocate", role: `c${i}@1.0.0`, ready: true },
+                {
+                  op: "allocate",
+                  role: `n${i}@1.0.0`,
+                  port: named,
+                  ready: true,
+                },
+                { op: "free", port: named },
+              ],
+            });
+            const made = (await r.next(10_000)).result as {
+              result?: ServiceRecord;
+            }[];
+            assert.equal(made.length, 5, JSON.stringify(made));
+            const ids = made.slice(0, 3).map((m) => m.result!.id);
+            await r.json({
+              id: 2,
+              op: "batch",
+              ops: ids.map((rid) => ({ op: "free", rid })),
+            });
+            const freed = (await r.next(10_000)).result as unknown[];
+            assert.ok(freed.every((f) => "result" in (f as object)));
+          }
+          r.close();
+        });
+        await within(Promise.all(writers), 30_000, "every batch");
+        await until(() => truth.length >= total, "etcd's events", 10_000);
+        const lists = await within(heard, 10_000, "the events");
+        for (const [i, list] of lists.entries()) {
+          assert.deepEqual(list, truth, `server ${i} in revision order`);
+        }
+        for (const r of subscribed) r.close();
+      } finally {
+        await w.close();
+        await watching;
+        await c.close();
+      }
+    });
+
+    await t.test("while a write of a connection is in flight to etcd, that connection's later requests wait for it: they stay in order and see it", async () => {
+      await using reg = await servers(etcd.endpoints, 1, {
+        range: { "*": [43000, 43099] },
+      });
+      await using r = await greeted(
+        defaultTransport(),
+        reg.servers[0]!.addr!.port,
+      );
+      // one chunk: every line is read while the first write is in flight
+      const lines = [
+        { id: 1, op: "allocate", role: "seq@1.0.0", port: 43050, ready: true },
+        { id: 2, op: "query", pattern: "seq" },
+        { id: 3, op: "free", port: 43050 },
+        { id: 4, op: "query", pattern: "seq" },
+        { id: 5, op: "allocate", role: "seq@1.0.1", ready: true },
+        { id: 6, op: "query", pattern: "seq" },
+      ];
+      await r.send(lines.map((l) => JSON.stringify(l) + "\n").join(""));
+      const got = [];
+      for (let i = 0; i < lines.length; i++) got.push(await r.next());
+      assert.deepEqual(got.map((m) => m.id), [1, 2, 3, 4, 5, 6]);
+      const first = got[0]!.result as ServiceRecord;
+      assert.equal(first.port, 43050);
+      assert.deepEqual(
+        (got[1]!.result as ServiceRecord[]).map((x) => x.port),
+        [43050],
+      );
+      assert.equal((got[2]!.result as ServiceRecord).port, 43050);
+      assert.deepEqual(got[3]!.result, []);
+      const fifth = got[4]!.result as ServiceRecord;
+      assert.deepEqual(
+        (got[5]!.result as ServiceRecord[]).map((x) => x.port),
+        [fifth.port],
+      );
+    });
+
+    await t.test("a client that sends no session comes back through another server with assume on its ports; a reservation asked for by number is refused while the old one lasts", async () => {
+      await using reg = await servers(etcd.endpoints, 2, {
+        range: { "*": [44000, 44099] },
+      });
+      const t0 = defaultTransport();
+      const [a, b] = reg.servers.map((s) => s.addr!.port);
+      // the client's first connection, through A, with no session id: a
+      // ready service and a reservation not yet ready
+      const old = await greeted(t0, a!);
+      await old.json({ id: 1, op: "allocate", role: "svc@1.0.0", ready: true });
+      const svc = (await old.next()).result as ServiceRecord;
+      await old.json({ id: 2, op: "allocate", role: "res@1.0.0" });
+      const res = (await old.next()).result as ServiceRecord;
+      await until(
+        () => reg.servers[1]!.query("svc").length === 1,
+        "B's view of the service",
+      );
+      // it comes back through B (A has not noticed: its connection stays,
+      // as when A died and its lease lasts)
+      await using back = await greeted(t0, b!);
+      await back.json({
+        id: 1,
+        op: "assume",
+        role: "svc@1.0.0",
+        port: svc.port,
+      });
+      const assumed = (await back.next()).result as ServiceRecord;
+      assert.equal(assumed.port, svc.port);
+      await back.json({
+        id: 2,
+        op: "allocate",
+        role: "res@1.0.0",
+        port: res.port,
+      });
+      const refused = await back.next();
+      assert.equal((refused.error as { code: string }).code, "PORT_TAKEN");
+      await back.json({ id: 3, op: "allocate", role: "res@1.0.0" });
+      const moved = (await back.next()).result as ServiceRecord;
+      assert.notEqual(moved.port, res.port);
+      for (const s of reg.servers) {
+        await until(
+          () => s.query("svc").map((x) => x.id).join() === assumed.id,
+          "the assumed service on both servers",
+        );
+      }
+      // A notices the old connection's end: its delete of the service's key
+      // is fenced (B rewrote it), the old reservation is freed
+      old.close();
+      await old.closed;
+      await using probe = await greeted(t0, a!);
+      await poll(async () => {
+        await probe.json({
+          id: 1,
+          op: "allocate",
+          role: "later@1.0.0",
+          port: res.port,
+        });
+        const m = await probe.next();
+        return "result" in m;
+      }, "the old reservation's port to be free");
+      // A's deletes of the old keys went to etcd together: the fenced one
+      // was answered too
+      for (const s of reg.servers) {
+        assert.deepEqual(
+          s.query("svc").map((x) => [x.id, x.port]),
+          [[assumed.id, svc.port]],
+        );
+      }
+      await probe.json({
+        id: 2,
+        op: "allocate",
+        role: "x@1.0.0",
+        port: svc.port,
+      });
+      const stillHeld = await probe.next();
+      assert.equal((stillHeld.error as { code: string }).code, "PORT_TAKEN");
+    });
+
+    await t.test("a server whose watch delivers nothing still answers its own writes, at most a second late, their events first", async () => {
+      await using proxy = await cutProxy(etcd.endpoints[0]!);
+      await using reg = await servers(etcd.endpoints, 1);
+      const b = await behind(proxy, reg.prefix, { requestTimeout: 2000 });
+      const c = connect("127.0.0.1", b.addr!.port, { ...fast, probe: false });
+      try {
+        await c.query("x"); // connected
+        const events: string[] = [];
+        b.on("allocate", (r) => events.push(`allocate ${r.role}`));
+        proxy.mute();
+        const t0 = performance.now();
+        const port = await c.service("quiet");
+        const took = performance.now() - t0;
+        console.log(
+          `a write's answer with its watch silent: ${took.toFixed(0)} ms`,
+        );
+        assert.ok(took < 2000, `answered after ${took} ms`);
+        assert.deepEqual(
+          events,
+          ["allocate quiet"],
+          "its event went out first",
+        );
+        assert.deepEqual(ports(b.query("quiet")), [port]);
+        // A's change reaches B once its watch speaks again, and the echo of
+        // B's own write adds nothing
+        const a = reg.client(0);
+        const other = await a.service("loud");
+        proxy.unmute();
+        await until(() => events.length === 2, "A's change through B's watch");
+        assert.deepEqual(events, ["allocate quiet", "allocate loud"]);
+        assert.deepEqual(ports(b.query()), [port, other].sort());
+      } finally {
+        await c.close();
+        await b.close();
+      }
+    });
   },
 );
 
@@ -623,7 +867,8 @@ async function behind(
 
 /**
  * A TCP proxy to `target` that the test can cut (every connection reset,
- * new ones refused) and restore.
+ * new ones refused) and restore, or whose watch streams it can mute (what
+ * etcd sends on them held back until unmuted).
  */
 async function cutProxy(target: string) {
   const { createServer: netServer, connect: netConnect } = await import(
@@ -632,6 +877,8 @@ async function cutProxy(target: string) {
   const url = new URL(target);
   const sockets = new Set<import("node:net").Socket>();
   let cut = false;
+  let muted = false;
+  const held: [import("node:net").Socket, Uint8Array][] = [];
   const server = netServer((client) => {
     if (cut) return client.destroy();
     const upstream = netConnect(Number(url.port), url.hostname);
@@ -644,7 +891,16 @@ async function cutProxy(target: string) {
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
-    client.pipe(upstream).pipe(client);
+    let watch = false;
+    client.on("data", (d: Uint8Array) => {
+      // a connection that carries a watch carries nothing else after it
+      watch ||= new TextDecoder().decode(d).includes("/v3/watch");
+      upstream.write(d);
+    });
+    upstream.on("data", (d: Uint8Array) => {
+      if (muted && watch) held.push([client, d]);
+      else client.write(d);
+    });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const { port } = server.address() as { port: number };
@@ -656,6 +912,15 @@ async function cutProxy(target: string) {
     },
     restore() {
       cut = false;
+    },
+    mute() {
+      muted = true;
+    },
+    unmute() {
+      muted = false;
+      for (const [socket, d] of held.splice(0)) {
+        if (!socket.destroyed) socket.write(d);
+      }
     },
     async [Symbol.asyncDispose]() {
       cut = true;

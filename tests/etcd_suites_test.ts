@@ -31,6 +31,7 @@ const SUITES = [
   "http_test.ts",
   "cli_commands_test.ts",
   "service_test.ts",
+  "batch_test.ts",
 ];
 
 /** Runs one suite file with `deno test`; resolves with its exit code and output. */
