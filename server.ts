@@ -34,6 +34,7 @@ import {
   LINE_TOO_LONG,
   LineSplitter,
   MAX_BATCH,
+  MAX_PEEK,
   parseRequest,
   PROTOCOL_VERSION,
   type Request,
@@ -703,6 +704,7 @@ class SeaportServer implements Server {
         timeout: number;
         auth: null | { alg: string; nonce: string };
         batch: number;
+        peek: number;
         line: number;
         servers?: string[];
       } = {
@@ -712,6 +714,7 @@ class SeaportServer implements Server {
         timeout: this.#limits.timeout,
         auth: null,
         batch: MAX_BATCH,
+        peek: MAX_PEEK,
         line: this.#limits.line,
       };
       const servers = this.#announced();
@@ -860,9 +863,22 @@ class SeaportServer implements Server {
       case "ping":
         s.reply(req.id, {});
         return;
-      case "peek":
-        s.reply(req.id, { port: reg.peek(s.host) ?? null });
+      case "peek": {
+        if (req.count === undefined) {
+          s.reply(req.id, { port: reg.peek(s.host) ?? null });
+          return;
+        }
+        // distinct ports: with fewer free than asked, the picks come round
+        // to the first again
+        const ports: number[] = [];
+        for (let i = 0; i < req.count; i++) {
+          const p = reg.peek(s.host);
+          if (p === undefined || p === ports[0]) break;
+          ports.push(p);
+        }
+        s.reply(req.id, { ports });
         return;
+      }
       case "batch":
         return this.#batch(s, req);
     }
