@@ -230,7 +230,7 @@ export class Proposals {
     }
     const proposed = [...seen];
     const at = Date.now();
-    const ok = await Promise.all(proposed.map((p) => this.canBind(p)));
+    const ok = await this.#canBind(proposed);
     this.#asking -= spare;
     const live = conn.epoch === epoch && conn.connected;
     const good = live ? proposed.filter((_, i) => ok[i]) : [];
@@ -265,22 +265,29 @@ export class Proposals {
    * proposed it.
    */
   canBind(port: number): Promise<boolean> {
+    return this.#canBind([port]).then((ok) => ok[0]!);
+  }
+
+  /** {@linkcode canBind} for each of `ports`, checked together. */
+  #canBind(ports: readonly number[]): Promise<boolean[]> {
     const read = this.#transport.boundPorts;
-    if (read === undefined) return bindCheck(this.#transport, port);
+    if (read === undefined) return bindChecks(this.#transport, ports);
     let tables = shared.get(read);
     if (tables === undefined) shared.set(read, tables = new Tables(read));
-    return tables.check(this.#transport, port);
+    return tables.check(this.#transport, ports);
   }
 }
 
 /** The checks of one process waiting for a read of the kernel's tables. */
 class Tables {
   #read: () => Promise<ReadonlySet<number> | undefined>;
+  /** Groups of ports to check, and how many ports they hold. */
   #waiting: {
     transport: Transport;
-    port: number;
-    done: (ok: boolean) => void;
+    ports: readonly number[];
+    done: (ok: boolean[]) => void;
   }[] = [];
+  #count = 0;
   #reading = false;
   #scheduled = false;
   /** The kernel's tables cannot be read here: every check binds. */
@@ -293,10 +300,11 @@ class Tables {
     this.#read = read;
   }
 
-  check(transport: Transport, port: number): Promise<boolean> {
-    if (this.#unreadable) return bindCheck(transport, port);
+  check(transport: Transport, ports: readonly number[]): Promise<boolean[]> {
+    if (this.#unreadable) return bindChecks(transport, ports);
     return new Promise((done) => {
-      this.#waiting.push({ transport, port, done });
+      this.#waiting.push({ transport, ports, done });
+      this.#count += ports.length;
       this.#schedule();
     });
   }
@@ -312,9 +320,11 @@ class Tables {
 
   async #check(): Promise<void> {
     const group = this.#waiting;
+    const n = this.#count;
     this.#waiting = [];
+    this.#count = 0;
     let bound: ReadonlySet<number> | undefined;
-    if (group.length * this.#bindMs > this.#readMs * READ_WEIGHT) {
+    if (n * this.#bindMs > this.#readMs * READ_WEIGHT) {
       this.#reading = true;
       const t0 = performance.now();
       bound = await this.#read().catch(() => undefined);
@@ -323,16 +333,15 @@ class Tables {
       if (bound === undefined) this.#unreadable = true;
     }
     if (bound !== undefined) {
-      for (const { port, done } of group) done(!bound.has(port));
+      for (const { ports, done } of group) {
+        done(ports.map((port) => !bound.has(port)));
+      }
     } else {
       const t0 = performance.now();
-      for (const { transport, port, done } of group) {
-        done(await bindCheck(transport, port));
+      for (const { transport, ports, done } of group) {
+        done(await bindChecks(transport, ports));
       }
-      this.#bindMs = average(
-        this.#bindMs,
-        (performance.now() - t0) / group.length,
-      );
+      this.#bindMs = average(this.#bindMs, (performance.now() - t0) / n);
     }
     if (this.#waiting.length > 0) this.#schedule();
   }
@@ -348,6 +357,16 @@ const shared = new WeakMap<
   () => Promise<ReadonlySet<number> | undefined>,
   Tables
 >();
+
+/** Whether a test bind of each port on every address succeeds now. */
+async function bindChecks(
+  transport: Transport,
+  ports: readonly number[],
+): Promise<boolean[]> {
+  const ok: boolean[] = [];
+  for (const port of ports) ok.push(await bindCheck(transport, port));
+  return ok;
+}
 
 /** Whether a test bind of `port` on every address succeeds now. */
 async function bindCheck(transport: Transport, port: number): Promise<boolean> {
