@@ -166,7 +166,9 @@ export class Proposals {
     if (max === 0) {
       // an older server proposes one port at a time: one kept, as before
       for (const w of group) w.use(undefined);
-      if (spare > 0 && fresh.length === 0) this.#send(1, [], 1);
+      if (this.#limit > 0 && fresh.length === 0 && this.#asking === 0) {
+        this.#send(1, [], 1);
+      }
       return;
     }
     const n = group.length + spare;

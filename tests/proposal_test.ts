@@ -341,6 +341,52 @@ function suite(t: Transport): void {
   );
 
   test(
+    name("a server whose hello has no peek count gets peeks without one"),
+    async () => {
+      const low = await freeBlock(t, 8);
+      let next = low;
+      const peeks: Msg[] = [];
+      const claims: Msg[] = [];
+      await using fake = await fakeServer(t, (req, answer) => {
+        if (req.op === "hello") answer(HELLO); // no "peek": an older server
+        else if (req.op === "peek") {
+          peeks.push(req);
+          answer({ port: next++ });
+        } else if (req.op === "allocate") {
+          claims.push(req);
+          const port = typeof req.port === "number" ? req.port : next++;
+          answer({
+            host: "127.0.0.1",
+            port,
+            role: String(req.role).split("@")[0],
+            version: "1.0.0",
+            env: "",
+            id: `x-${port}`,
+          });
+        } else answer({});
+      });
+      const c = connect("127.0.0.1", fake.port, { transport: t });
+      try {
+        const a = await c.service("a@1.0.0");
+        await c.query("sync"); // the proposal asked for after it, checked
+        const b = await c.service("b@1.0.0");
+        await c.query("sync");
+        assert.ok(peeks.length >= 1);
+        assert.ok(peeks.every((m) => m.count === undefined), "a count sent");
+        assert.equal(claims[0]!.port, undefined, "the first: allocate");
+        assert.equal(a, low);
+        assert.deepEqual(
+          [claims[1]!.port, claims[1]!.ready, b],
+          [low + 1, true, low + 1],
+          "the second asks for the proposal, visible at once",
+        );
+      } finally {
+        await c.close();
+      }
+    },
+  );
+
+  test(
     name("clients that only look services up never ask for proposals"),
     async () => {
       await using s = await serve(t);
