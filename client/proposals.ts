@@ -151,8 +151,9 @@ export class Proposals {
     const conn = this.#conn;
     const group = this.#waiting;
     this.#waiting = [];
-    const fresh = this.#pool.filter((p) => p.epoch === conn.epoch);
-    const spare = Math.max(0, this.#want - fresh.length - this.#asking);
+    let fresh = 0;
+    for (const p of this.#pool) if (p.epoch === conn.epoch) fresh++;
+    const spare = Math.max(0, this.#want - fresh - this.#asking);
     if (this.#used > 0) this.#want = Math.min(this.#limit, this.#used + 1);
     this.#used = 0;
     if (
@@ -166,7 +167,7 @@ export class Proposals {
     if (max === 0) {
       // an older server proposes one port at a time: one kept, as before
       for (const w of group) w.use(undefined);
-      if (this.#limit > 0 && fresh.length === 0 && this.#asking === 0) {
+      if (this.#limit > 0 && fresh === 0 && this.#asking === 0) {
         this.#send(1, [], 1);
       }
       return;
@@ -223,12 +224,15 @@ export class Proposals {
     // each port once: the server's picks come round again in a range with
     // fewer free ports than were asked for
     const seen = new Set<number>();
+    const add = (p: unknown) => {
+      if (Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536) {
+        seen.add(p as number);
+      }
+    };
     for (const r of replies) {
       const { port, ports } = (r ?? {}) as { port?: unknown; ports?: unknown };
-      if (typeof port === "number") seen.add(port);
-      if (Array.isArray(ports)) {
-        for (const p of ports) if (typeof p === "number") seen.add(p);
-      }
+      add(port);
+      if (Array.isArray(ports)) { for (const p of ports) add(p); }
     }
     const proposed = [...seen];
     const at = Date.now();
