@@ -67,6 +67,11 @@ class Client implements Ports {
     });
     const probe = opts.probe !== false;
     const kept = opts.proposals ?? DEFAULT_PROPOSALS;
+    if (typeof kept !== "number") {
+      throw new TypeError(
+        `Option "proposals" must be a number, got ${typeof kept}`,
+      );
+    }
     if (!Number.isSafeInteger(kept) || kept < 0) {
       throw new RangeError(
         `Option "proposals" must be a whole number of ports, 0 or more, got ${
