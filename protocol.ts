@@ -132,9 +132,13 @@ export interface BatchRequest extends Base {
 export interface PingRequest extends Base {
   readonly op: "ping";
 }
-/** `peek`: the port `allocate` would pick next on this connection's host. */
+/**
+ * `peek`: the port `allocate` would pick next on this connection's host, or
+ * with `count` (1 to {@linkcode MAX_PEEK}) that many distinct ports at most.
+ */
 export interface PeekRequest extends Base {
   readonly op: "peek";
+  readonly count?: number;
 }
 
 /** Every message a client may send. */
@@ -200,6 +204,9 @@ export const OPERATIONS: readonly Op[] = [
 
 /** The most items one `batch` may carry. */
 export const MAX_BATCH = 1024;
+
+/** The most ports one `peek` may ask to be proposed (its `count`). */
+export const MAX_PEEK = 1024;
 
 /** The operations a `batch` may carry. */
 const BATCHABLE: ReadonlySet<string> = new Set([
@@ -441,8 +448,18 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
       }
       return { id, op, ops: items.map((item) => batchItem(item, id)) };
     }
+    case "peek": {
+      if (o.count === undefined) return { id, op };
+      const n = o.count;
+      if (
+        !Number.isInteger(n) || (n as number) < 1 || (n as number) > MAX_PEEK
+      ) {
+        throw new Bad(`"count" must be an integer from 1 to ${MAX_PEEK}`);
+      }
+      return { id, op, count: n as number };
+    }
     default:
-      return { id, op: op as "ping" | "peek" };
+      return { id, op: op as "ping" };
   }
 }
 

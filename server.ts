@@ -34,6 +34,7 @@ import {
   LINE_TOO_LONG,
   LineSplitter,
   MAX_BATCH,
+  MAX_PEEK,
   parseRequest,
   PROTOCOL_VERSION,
   type Request,
@@ -703,6 +704,7 @@ class SeaportServer implements Server {
         timeout: number;
         auth: null | { alg: string; nonce: string };
         batch: number;
+        peek: number;
         line: number;
         servers?: string[];
       } = {
@@ -712,6 +714,7 @@ class SeaportServer implements Server {
         timeout: this.#limits.timeout,
         auth: null,
         batch: MAX_BATCH,
+        peek: MAX_PEEK,
         line: this.#limits.line,
       };
       const servers = this.#announced();
@@ -860,9 +863,22 @@ class SeaportServer implements Server {
       case "ping":
         s.reply(req.id, {});
         return;
-      case "peek":
-        s.reply(req.id, { port: reg.peek(s.host) ?? null });
+      case "peek": {
+        if (req.count === undefined) {
+          s.reply(req.id, { port: reg.peek(s.host) ?? null });
+          return;
+        }
+        // distinct ports: with fewer free than asked, the picks come round
+        // to the first again
+        const ports: number[] = [];
+        for (let i = 0; i < req.count; i++) {
+          const p = reg.peek(s.host);
+          if (p === undefined || p === ports[0]) break;
+          ports.push(p);
+        }
+        s.reply(req.id, { ports });
         return;
+      }
       case "batch":
         return this.#batch(s, req);
     }
@@ -874,9 +890,11 @@ class SeaportServer implements Server {
    * with each item's result or error. An item that fails fails alone. The
    * items go to the store in order; a store that writes elsewhere (etcd) gets
    * a run of them at once, so they travel together (its writes of one key
-   * stay in order), except that a free, an assume or a claim of a named port
-   * waits for the items before it, and so does a second change of one
-   * registration. The reply waits for the last.
+   * stay in order), except that a free or an assume waits for the items
+   * before it, a claim of a named port for them when one of them may
+   * concern that port (a free, an assume, a claim of the same port or one
+   * that picks), and a second change of one registration for the first.
+   * The reply waits for the last.
    */
   #batch(s: Session, req: BatchRequest): void {
     const items = req.ops;
@@ -901,6 +919,10 @@ class SeaportServer implements Server {
     let inflight: Promise<void>[] = [];
     let adding = 0;
     const rids = new Set<string>();
+    // in flight: the ports claimed by number, and whether anything else
+    // (a free, an assume, an allocation that picks) may concern any port
+    const named = new Set<number>();
+    let anyPort = false;
     let k = 0;
     const issue = (): Promise<unknown> | undefined => {
       for (; k < n; k++) {
@@ -912,15 +934,18 @@ class SeaportServer implements Server {
         }
         // a free, an assume or a named port may concern an item before it:
         // it waits until those have landed
+        const port = item.op === "allocate" ? item.port : undefined;
         if (
           inflight.length > 0 &&
           (item.op === "free" || item.op === "assume" ||
-            (item.op === "allocate" && item.port !== undefined) ||
+            (port !== undefined && (anyPort || named.has(port))) ||
             (item.op !== "allocate" && rids.has(item.rid)))
         ) {
           const landed = Promise.all(inflight);
           inflight = [];
           rids.clear();
+          named.clear();
+          anyPort = false;
           adding = 0;
           return landed.then(issue);
         }
@@ -936,6 +961,8 @@ class SeaportServer implements Server {
         if (change instanceof Promise) {
           if (item.op === "allocate") adding++;
           else if ("rid" in item && item.rid !== undefined) rids.add(item.rid);
+          if (port !== undefined) named.add(port);
+          else if (item.op !== "ready" && item.op !== "unready") anyPort = true;
           const at = k;
           inflight.push(
             change.then((c) => done(item, at, c), (err) => failed(at, err)),

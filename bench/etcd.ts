@@ -14,6 +14,8 @@
  * deno task bench:etcd --json     # one JSON object on stdout: { rows, notes }
  * deno task bench:etcd --only=regs,wake   # some figures: regs, query, wake,
  *                                         # failover, heap, idle, leader
+ * deno task bench:etcd --only=regs --probe   # registrations with the port
+ *                                            # probe on (default: off)
  * ```
  *
  * With `--json`, stdout holds only `{ "rows": [{ "figure", "memory",
@@ -41,6 +43,8 @@ import type { ImplOptions } from "./_types.ts";
 
 const quick = process.argv.includes("--quick");
 const json = process.argv.includes("--json");
+/** `--probe`: the registration figures with the port probe on. */
+const probe = process.argv.includes("--probe");
 /** `--only regs,wake,…`: just those figures (of FIGURES). */
 const FIGURES = [
   "regs",
@@ -110,7 +114,7 @@ async function registrations(
   const servers = await pair(etcd, etcd === undefined ? 1 : 2);
   const clients = Array.from(
     { length: 50 },
-    (_, i) => client(servers[i % servers.length]!),
+    (_, i) => client(servers[i % servers.length]!, { probe }),
   );
   await Promise.all(clients.map((c) => c.query("warm")));
   const t0 = performance.now();
@@ -495,9 +499,9 @@ if (import.meta.main) {
   const version = spawnSync(etcdBinary!, ["--version"], { encoding: "utf8" })
     .stdout.split("\n")[0]?.trim() ?? "etcd";
   const notes: string[] = [
-    `${version}, one member on loopback unless said (data in ${os.tmpdir()}; heartbeat 50 ms, election timeout 500 ms), servers and clients in the bench process unless said, the port probe off${
-      quick ? "; --quick sizes" : ""
-    }`,
+    `${version}, one member on loopback unless said (data in ${os.tmpdir()}; heartbeat 50 ms, election timeout 500 ms), servers and clients in the bench process unless said, the port probe ${
+      probe ? "on for the registrations, else off" : "off"
+    }${quick ? "; --quick sizes" : ""}`,
     `load average at the start: ${loads()}`,
   ];
   const rows: { figure: string; memory: string; etcd: string }[] = [];

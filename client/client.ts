@@ -22,7 +22,7 @@ import type {
   QueryOptions,
   ServiceCallback,
 } from "./ports.ts";
-import { Proposals } from "./proposals.ts";
+import { DEFAULT_PROPOSALS, Proposals } from "./proposals.ts";
 import { Registrations } from "./registrations.ts";
 import type { Pending } from "./requests.ts";
 import { parseAddress } from "./servers.ts";
@@ -66,7 +66,20 @@ class Client implements Ports {
       report,
     });
     const probe = opts.probe !== false;
-    this.#proposals = new Proposals(this.#conn, transport, probe);
+    const kept = opts.proposals ?? DEFAULT_PROPOSALS;
+    if (typeof kept !== "number") {
+      throw new TypeError(
+        `Option "proposals" must be a number, got ${typeof kept}`,
+      );
+    }
+    if (!Number.isSafeInteger(kept) || kept < 0) {
+      throw new RangeError(
+        `Option "proposals" must be a whole number of ports, 0 or more, got ${
+          String(opts.proposals)
+        }`,
+      );
+    }
+    this.#proposals = new Proposals(this.#conn, transport, probe, kept);
     this.#registrations = new Registrations(
       this.#conn,
       this.#proposals,

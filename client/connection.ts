@@ -75,6 +75,7 @@ export class Connection {
   #conn: Conn | undefined;
   #epoch = 0;
   #host: string | undefined;
+  #peekMax = 0;
   #sleep:
     | { timer: ReturnType<typeof setTimeout>; wake: () => void }
     | undefined;
@@ -134,6 +135,14 @@ export class Connection {
   /** The client's address as the server sees it, once connected. */
   get host(): string | undefined {
     return this.#host;
+  }
+
+  /**
+   * The most ports one `peek` with a `count` gets proposed on this server,
+   * as its hello said; 0: it proposes one at a time.
+   */
+  get peekMax(): number {
+    return this.#peekMax;
   }
 
   async #loop(): Promise<void> {
@@ -310,9 +319,13 @@ export class Connection {
       timeout?: number;
       servers?: unknown;
       batch?: unknown;
+      peek?: unknown;
       line?: unknown;
     };
     this.#host = res.host;
+    this.#peekMax = Number.isSafeInteger(res.peek) && (res.peek as number) > 1
+      ? res.peek as number
+      : 0;
     this.requests.batching(
       typeof res.batch === "number" && res.batch > 1 ? res.batch : 0,
       typeof res.line === "number" ? res.line : DEFAULT_MAX_LINE_BYTES,

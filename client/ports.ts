@@ -56,6 +56,14 @@ export interface ConnectOptions {
    * `true`.
    */
   probe?: boolean;
+  /**
+   * With the probe on, how many ports the client keeps proposed by the
+   * server and checked ahead, at most, so that a new registration takes one
+   * round trip (and one store write): as many as its last turn of
+   * registrations took, plus one. Registrations made while none is kept
+   * wait together for one `peek` round trip. `0` keeps none. Default: 64.
+   */
+  proposals?: number;
   /** Connect with TLS: `true` for the system's roots, or CA certificates. */
   tls?: boolean | TlsClientOptions;
   /**

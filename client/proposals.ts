@@ -1,17 +1,21 @@
 /**
- * Port proposals: the server proposes a free port (`peek`), the client checks
- * at once that it can bind it here, and the next new registration asks for
- * it by number, in one round trip instead of allocate, probe, ready. Also
- * the bind probe itself.
+ * Port proposals: the server proposes free ports (`peek`), the client checks
+ * that it can bind them here, and new registrations ask for them by number,
+ * visible in one request (one store write) instead of allocate, probe,
+ * ready. The checked proposals kept for registrations to come, the
+ * registrations of one turn that wait together for the next ones, and the
+ * bind probe itself.
  *
  * @module
  */
 import type { Transport } from "../transport.ts";
 import type { Connection } from "./connection.ts";
-import { quiet } from "./requests.ts";
 
 /** How long a checked port proposed by `peek` stays good to take, in ms. */
 const HINT_TTL = 1000;
+
+/** The default of the `proposals` option. */
+export const DEFAULT_PROPOSALS = 64;
 
 /**
  * What one read of the kernel's socket tables and one test bind are taken
@@ -31,104 +35,265 @@ const BIND_MS = 0.02;
  */
 const READ_WEIGHT = 0.25;
 
-/** The proposed port this client keeps ready, and the bind probe. */
+/** A port the server proposed and this machine could bind when checked. */
+interface Proposal {
+  readonly port: number;
+  readonly epoch: number;
+  /** When its check began (`Date.now()`). */
+  readonly at: number;
+}
+
+/**
+ * A new registration waiting for a checked proposal; `use` says whether it
+ * took the port (it may have been freed meanwhile).
+ */
+type Use = (port: number | undefined) => boolean;
+
+/** The checked proposals of this client, and the bind probe. */
 export class Proposals {
   #conn: Connection;
   #transport: Transport;
   #probe: boolean;
+  /** The most checked proposals kept for registrations to come. */
+  #limit: number;
   /**
-   * A port the server proposed (`peek`) and this machine could bind when it
-   * was proposed: the next new registration asks for it by number, in one
-   * round trip instead of allocate, probe, ready.
+   * Ports the server proposed (`peek`) and this machine could bind after
+   * that, oldest first: each new registration asks for one by number.
    */
-  #hint: { port: number; epoch: number; at: number } | undefined;
-  #peeking = false;
+  #pool: Proposal[] = [];
+  /** The new registrations of this turn waiting for the next proposals. */
+  #waiting: { exclude: readonly number[]; use: Use }[] = [];
+  #scheduled = false;
+  /**
+   * Proposals claimed this turn, and how many to keep ahead: as many as the
+   * last turn claimed, plus one (none before the first claim, so that a
+   * first burst asks for no more than it takes).
+   */
+  #used = 0;
+  #want = 0;
+  /** Ports asked for the pool and not yet answered and checked. */
+  #asking = 0;
   /** The connection epoch whose server does not know `peek`. */
   #noPeek = -1;
-  /** Whether this client allocates ports (and so keeps a hint). */
+  /** Whether this client allocates ports (and so keeps proposals). */
   #allocates = false;
 
-  constructor(conn: Connection, transport: Transport, probe: boolean) {
+  constructor(
+    conn: Connection,
+    transport: Transport,
+    probe: boolean,
+    limit: number,
+  ) {
     this.#conn = conn;
     this.#transport = transport;
     this.#probe = probe;
+    this.#limit = limit;
   }
 
-  /** This client allocates ports: from now on it keeps a proposal ready. */
+  /** This client allocates ports: from now on it keeps proposals ready. */
   wanted(): void {
     this.#allocates = true;
   }
 
-  /** The checked port to ask for, when there is a fresh one; used once. */
-  take(exclude: readonly number[]): number | undefined {
-    const h = this.#hint;
-    this.#hint = undefined;
-    if (
-      h === undefined || h.epoch !== this.#conn.epoch ||
-      Date.now() - h.at > HINT_TTL || exclude.includes(h.port)
-    ) return undefined;
-    return h.port;
+  /**
+   * Gets a new registration a checked proposal: `use` is called with a
+   * port, now when one is kept or, when none is, once the proposals asked
+   * for at the end of this turn (for every registration waiting, in one
+   * `peek` round trip) are checked; with `undefined` when there is none
+   * (no probe, an older server, none could be bound), to allocate the
+   * usual way.
+   */
+  claim(exclude: readonly number[], use: Use): void {
+    const conn = this.#conn;
+    if (!this.#probe || !conn.connected || this.#noPeek === conn.epoch) {
+      use(undefined);
+      return;
+    }
+    this.#used++;
+    this.#schedule();
+    const now = Date.now();
+    const pool = this.#pool;
+    while (
+      pool.length > 0 &&
+      (pool[0]!.epoch !== conn.epoch || now - pool[0]!.at > HINT_TTL)
+    ) pool.shift();
+    const i = pool.findIndex((p) => !exclude.includes(p.port));
+    if (i >= 0) {
+      const [p] = pool.splice(i, 1);
+      if (!use(p!.port)) pool.unshift(p!);
+      return;
+    }
+    if (conn.peekMax === 0) use(undefined); // one proposal at a time
+    else this.#waiting.push({ exclude, use });
+  }
+
+  /** Asks for proposals at the end of this turn, if any are wanted. */
+  peek(): void {
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.#ask();
+    });
   }
 
   /**
-   * Asks the server to propose a port and checks at once that it can be
-   * bound here (the server's pick has just moved past it, so no other client
-   * is about to bind it), so that the next new registration asks for it by
-   * number in one round trip.
+   * Asks the server for proposals: for the registrations waiting, and to
+   * keep as many as the last turn took (at most the `proposals` option).
+   * The server's pick moves past them, so no other client is about to bind
+   * them while they are checked.
    */
-  peek(): void {
+  #ask(): void {
     const conn = this.#conn;
+    const group = this.#waiting;
+    this.#waiting = [];
+    let fresh = 0;
+    for (const p of this.#pool) if (p.epoch === conn.epoch) fresh++;
+    const spare = Math.max(0, this.#want - fresh - this.#asking);
+    if (this.#used > 0) this.#want = Math.min(this.#limit, this.#used + 1);
+    this.#used = 0;
     if (
-      this.#peeking || this.#hint !== undefined || !this.#allocates ||
-      !conn.connected || !this.#probe || this.#noPeek === conn.epoch
-    ) return;
-    this.#peeking = true;
+      !this.#allocates || !this.#probe || !conn.connected ||
+      this.#noPeek === conn.epoch
+    ) {
+      for (const w of group) w.use(undefined);
+      return;
+    }
+    const max = conn.peekMax;
+    if (max === 0) {
+      // an older server proposes one port at a time: one kept, as before
+      for (const w of group) w.use(undefined);
+      if (this.#limit > 0 && fresh === 0 && this.#asking === 0) {
+        this.#send(1, [], 1);
+      }
+      return;
+    }
+    const n = group.length + spare;
+    if (n > 0) this.#send(n, group, max);
+  }
+
+  /**
+   * Sends `peek`s for `n` ports (`max` a request at most, one without a
+   * `count` when `max` is 1), checks the ports together once all are
+   * answered, and gives them to `group` in order; the rest are kept.
+   */
+  #send(
+    n: number,
+    group: { exclude: readonly number[]; use: Use }[],
+    max: number,
+  ): void {
+    const conn = this.#conn;
     const epoch = conn.epoch;
-    conn.requests.transmit({
-      ...quiet({ op: "peek" }),
-      onDrop: () => this.#peeking = false,
-      resolve: async (result) => {
-        const port = (result as { port?: unknown } | null)?.port;
-        if (
-          typeof port === "number" && await this.canBind(port) &&
-          conn.epoch === epoch && conn.connected
-        ) this.#hint = { port, epoch, at: Date.now() };
-        this.#peeking = false;
-      },
-      reject: () => {
-        this.#peeking = false;
-        this.#noPeek = epoch; // a server from before `peek`
-      },
-    });
+    const spare = n - group.length;
+    this.#asking += spare;
+    const replies: unknown[] = [];
+    let left = Math.ceil(n / max);
+    const end = () => {
+      if (--left === 0) void this.#answered(epoch, spare, group, replies);
+    };
+    for (let k = 0; k < n; k += max) {
+      const count = Math.min(max, n - k);
+      conn.requests.transmit({
+        body: max === 1 ? { op: "peek" } : { op: "peek", count },
+        retry: false,
+        onDrop: end, // the reconnect asserts the group again
+        resolve: (result) => {
+          replies.push(result);
+          end();
+        },
+        reject: () => {
+          this.#noPeek = epoch; // a server from before `peek`
+          end();
+        },
+      });
+    }
+  }
+
+  /** Checks the proposed ports, gives them to `group`, keeps the rest. */
+  async #answered(
+    epoch: number,
+    spare: number,
+    group: { exclude: readonly number[]; use: Use }[],
+    replies: unknown[],
+  ): Promise<void> {
+    const conn = this.#conn;
+    // each port once: the server's picks come round again in a range with
+    // fewer free ports than were asked for
+    const seen = new Set<number>();
+    const add = (p: unknown) => {
+      if (Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536) {
+        seen.add(p as number);
+      }
+    };
+    for (const r of replies) {
+      const { port, ports } = (r ?? {}) as { port?: unknown; ports?: unknown };
+      add(port);
+      if (Array.isArray(ports)) { for (const p of ports) add(p); }
+    }
+    const proposed = [...seen];
+    const at = Date.now();
+    const ok = await this.#canBind(proposed);
+    this.#asking -= spare;
+    const live = conn.epoch === epoch && conn.connected;
+    const good = live ? proposed.filter((_, i) => ok[i]) : [];
+    let next = 0;
+    const kept: number[] = [];
+    for (const w of group) {
+      let port: number | undefined;
+      while (next < good.length && port === undefined) {
+        const p = good[next++]!;
+        if (w.exclude.includes(p)) kept.push(p);
+        else port = p;
+      }
+      if (!live) continue; // the reconnect asserts them again
+      if (!w.use(port) && port !== undefined) kept.push(port);
+    }
+    for (; next < good.length; next++) kept.push(good[next]!);
+    for (const port of kept) {
+      if (this.#pool.length >= this.#limit) break;
+      this.#pool.push({ port, epoch, at });
+    }
   }
 
   /**
    * Whether `port` can be bound on this machine now. The checks asked for in
    * one turn, by every client of the process, are made together: when there
-   * are so many (the ports of a `batch`'s reply) that binding each would
-   * take longer, by one read of the host's TCP sockets, and a port that any
-   * socket uses (listening, connected or closing) is refused; otherwise, and
-   * where the tables cannot be read, by a test bind each. A check asked for
-   * while a read is under way waits for the next one, so every port is
-   * checked after the server reserved it.
+   * are so many (the ports of a `batch`'s reply, or of a `peek` for many)
+   * that binding each would take longer, by one read of the host's TCP
+   * sockets, and a port that any socket uses (listening, connected or
+   * closing) is refused; otherwise, and where the tables cannot be read, by
+   * a test bind each. A check asked for while a read is under way waits for
+   * the next one, so every port is checked after the server reserved or
+   * proposed it.
    */
   canBind(port: number): Promise<boolean> {
+    return this.#canBind([port]).then((ok) => ok[0]!);
+  }
+
+  /** {@linkcode canBind} for each of `ports`, checked together. */
+  #canBind(ports: readonly number[]): Promise<boolean[]> {
     const read = this.#transport.boundPorts;
-    if (read === undefined) return bindCheck(this.#transport, port);
+    if (read === undefined) return bindChecks(this.#transport, ports);
     let tables = shared.get(read);
     if (tables === undefined) shared.set(read, tables = new Tables(read));
-    return tables.check(this.#transport, port);
+    return tables.check(this.#transport, ports);
   }
 }
 
 /** The checks of one process waiting for a read of the kernel's tables. */
 class Tables {
   #read: () => Promise<ReadonlySet<number> | undefined>;
+  /** Groups of ports to check, and how many ports they hold. */
   #waiting: {
     transport: Transport;
-    port: number;
-    done: (ok: boolean) => void;
+    ports: readonly number[];
+    done: (ok: boolean[]) => void;
   }[] = [];
+  #count = 0;
   #reading = false;
   #scheduled = false;
   /** The kernel's tables cannot be read here: every check binds. */
@@ -141,10 +306,11 @@ class Tables {
     this.#read = read;
   }
 
-  check(transport: Transport, port: number): Promise<boolean> {
-    if (this.#unreadable) return bindCheck(transport, port);
+  check(transport: Transport, ports: readonly number[]): Promise<boolean[]> {
+    if (this.#unreadable) return bindChecks(transport, ports);
     return new Promise((done) => {
-      this.#waiting.push({ transport, port, done });
+      this.#waiting.push({ transport, ports, done });
+      this.#count += ports.length;
       this.#schedule();
     });
   }
@@ -160,9 +326,11 @@ class Tables {
 
   async #check(): Promise<void> {
     const group = this.#waiting;
+    const n = this.#count;
     this.#waiting = [];
+    this.#count = 0;
     let bound: ReadonlySet<number> | undefined;
-    if (group.length * this.#bindMs > this.#readMs * READ_WEIGHT) {
+    if (n * this.#bindMs > this.#readMs * READ_WEIGHT) {
       this.#reading = true;
       const t0 = performance.now();
       bound = await this.#read().catch(() => undefined);
@@ -171,16 +339,15 @@ class Tables {
       if (bound === undefined) this.#unreadable = true;
     }
     if (bound !== undefined) {
-      for (const { port, done } of group) done(!bound.has(port));
+      for (const { ports, done } of group) {
+        done(ports.map((port) => !bound.has(port)));
+      }
     } else {
       const t0 = performance.now();
-      for (const { transport, port, done } of group) {
-        done(await bindCheck(transport, port));
+      for (const { transport, ports, done } of group) {
+        done(await bindChecks(transport, ports));
       }
-      this.#bindMs = average(
-        this.#bindMs,
-        (performance.now() - t0) / group.length,
-      );
+      this.#bindMs = average(this.#bindMs, (performance.now() - t0) / n);
     }
     if (this.#waiting.length > 0) this.#schedule();
   }
@@ -196,6 +363,16 @@ const shared = new WeakMap<
   () => Promise<ReadonlySet<number> | undefined>,
   Tables
 >();
+
+/** Whether a test bind of each port on every address succeeds now. */
+async function bindChecks(
+  transport: Transport,
+  ports: readonly number[],
+): Promise<boolean[]> {
+  const ok: boolean[] = [];
+  for (const port of ports) ok.push(await bindCheck(transport, port));
+  return ok;
+}
 
 /** Whether a test bind of `port` on every address succeeds now. */
 async function bindCheck(transport: Transport, port: number): Promise<boolean> {

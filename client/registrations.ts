@@ -113,11 +113,26 @@ export class Registrations {
     this.#services.clear();
   }
 
-  /** Sends what a local registration needs now; nothing while disconnected. */
+  /**
+   * Sends what a local registration needs now; nothing while disconnected.
+   * A new one with the probe on asks for a checked proposal by number,
+   * once there is one (see {@linkcode Proposals.claim}).
+   */
   #assert(svc: LocalService): void {
     if (!this.#conn.connected) return;
-    const fresh = svc.port === undefined && this.#probe;
-    this.#send(svc, fresh ? this.#proposals.take(svc.exclude) : undefined);
+    if (svc.port !== undefined || !this.#probe) {
+      this.#send(svc, undefined);
+      return;
+    }
+    const epoch = this.#conn.epoch;
+    this.#proposals.claim(svc.exclude, (hint) => {
+      if (
+        !this.#services.has(svc) || svc.port !== undefined ||
+        this.#conn.epoch !== epoch || !this.#conn.connected
+      ) return false; // freed meanwhile, or the reconnect asserts it
+      this.#send(svc, hint);
+      return true;
+    });
   }
 
   #send(svc: LocalService, hint: number | undefined): void {
@@ -205,7 +220,7 @@ export class Registrations {
         ) {
           // taken meanwhile by another client on this host: the usual way
           svc.exclude.push(hint);
-          this.#assert(svc);
+          if (this.#conn.connected) this.#send(svc, undefined);
           return;
         }
         if (
@@ -222,8 +237,6 @@ export class Registrations {
         else svc.onFail(err);
       },
     });
-    // the next proposal, answered along with this allocation
-    if (fresh) this.#proposals.peek();
   }
 
   /** Gives back a port that cannot be bound and asks for another. */

@@ -60,6 +60,7 @@ function suite(t: Transport): void {
         timeout: 10000,
         auth: null,
         batch: 1024,
+        peek: 1024,
         line: 65536,
       },
     });
@@ -163,6 +164,38 @@ function suite(t: Transport): void {
       await r.next();
       await r.json({ id: 7, op: "peek" });
       assert.deepEqual(await r.next(), { id: 7, result: { port: null } });
+    },
+  );
+
+  test(
+    name(
+      "peek with a count proposes that many distinct ports, fewer when the range is short",
+    ),
+    async () => {
+      const low = await freeBlock(t, 5);
+      await using s = await serve(t, { range: { "*": [low, low + 4] } });
+      await using r = await greeted(t, s.port);
+      await r.json({ id: 1, op: "peek", count: 3 });
+      assert.deepEqual(await r.next(), {
+        id: 1,
+        result: { ports: [low, low + 1, low + 2] },
+      });
+      await r.json({ id: 2, op: "allocate", role: "a@1.0.0", port: low + 1 });
+      await r.next();
+      // the picks moved past the three; four free remain, each once
+      await r.json({ id: 3, op: "peek", count: 9 });
+      assert.deepEqual(await r.next(), {
+        id: 3,
+        result: { ports: [low + 3, low + 4, low, low + 2] },
+      });
+      for (const [id, count] of [[4, 0], [5, 1025], [6, 2.5], [7, "2"]]) {
+        await r.json({ id, op: "peek", count });
+        const reply = await r.next();
+        assert.equal(reply.id, id);
+        const err = reply.error as { code: string; message: string };
+        assert.equal(err.code, "BAD_REQUEST");
+        assert.match(err.message, /"count" must be an integer from 1 to 1024/);
+      }
     },
   );
 
