@@ -839,6 +839,16 @@ export class Registry<O, T = unknown> {
     return entry !== undefined && Entry.shown(entry);
   }
 
+  /** A registration the owner holds (visible or reserved), by id. */
+  recordOf(owner: O, id: string): ServiceRecord | undefined {
+    return this.#byOwner.get(owner)?.get(id);
+  }
+
+  /** Every registration (visible or reserved) the owner holds. */
+  recordsOf(owner: O): readonly ServiceRecord[] {
+    return this.#byOwner.get(owner)?.values() ?? NONE;
+  }
+
   #own(owner: O, id: string, what: string): Entry<O, T> {
     const entry = this.#byOwner.get(owner)?.get(id);
     if (entry === undefined) {

@@ -1,0 +1,458 @@
+/**
+ * What the etcd store's local view keeps per key beside the pure registry:
+ * the key's mod revision, whether it was written by an `assume`, and which
+ * connection of this server holds it. Everything else is derived from the
+ * registry's own record: the key from its host and port, the value from its
+ * fields, a connection's keys from the registry's per-session index. Per
+ * registration that is one slot of a per-host open-addressing table (a port,
+ * a revision, a flag and a reference: 15 bytes, 20–40 at its load), instead
+ * of the key, a parsed value and three map entries.
+ *
+ * @module
+ */
+import {
+  type Meta,
+  RESERVED_KEYS,
+  type ServiceRecord,
+} from "../../registry.ts";
+
+/** One registration as etcd holds it. */
+export interface Stored {
+  id: string;
+  host: string;
+  port: number;
+  role: string;
+  env: string;
+  meta?: Meta;
+  session: string;
+  server: string;
+  ready: boolean;
+  kind: "allocate" | "assume";
+}
+
+/** A value as the view knows it: who serves it now is not kept. */
+export type Value = Omit<Stored, "server">;
+
+/** What the view knows of one key. */
+export interface Known {
+  /** The key's mod revision (or the revision of its delete). */
+  readonly rev: number;
+  /** Its value; `undefined` once it was deleted. */
+  readonly value: Value | undefined;
+}
+
+/** A client connection of this server. */
+export class Local {
+  /** How many keys it holds. */
+  count = 0;
+  dropped = false;
+  constructor(readonly sid: string) {}
+}
+
+const MIN_SLOTS = 8;
+
+/**
+ * The keys of one host by port: open addressing (linear probing, deletion
+ * by backward shift), at most three quarters full. Port 0 marks a free slot.
+ */
+export class PortRevs<H extends { count: number }> {
+  #ports = new Uint16Array(MIN_SLOTS);
+  #revs = new Float64Array(MIN_SLOTS);
+  #assumed = new Uint8Array(MIN_SLOTS);
+  /** Allocated once a key of this host has a holder. */
+  #holders: (H | undefined)[] | undefined;
+  #size = 0;
+
+  /** The number of ports. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** The slot of `port`, or -1. */
+  find(port: number): number {
+    const ports = this.#ports;
+    const mask = ports.length - 1;
+    for (let i = Math.imul(port, 0x9e3779b1) & mask;; i = (i + 1) & mask) {
+      const p = ports[i]!;
+      if (p === port) return i;
+      if (p === 0) return -1;
+    }
+  }
+
+  /** The revision kept for `port`. */
+  rev(port: number): number | undefined {
+    const i = this.find(port);
+    return i < 0 ? undefined : this.#revs[i];
+  }
+
+  /** Whether the value at `port` was written by an `assume`. */
+  assumed(port: number): boolean {
+    const i = this.find(port);
+    return i >= 0 && this.#assumed[i] === 1;
+  }
+
+  /** The connection holding `port`. */
+  holder(port: number): H | undefined {
+    const i = this.find(port);
+    return i < 0 ? undefined : this.#holders?.[i];
+  }
+
+  /** Sets what is kept for `port` (1–65535), adding it if new. */
+  set(port: number, rev: number, assumed: boolean, holder: H | undefined) {
+    let i = this.find(port);
+    if (i < 0) {
+      if ((this.#size + 1) * 4 > this.#ports.length * 3) {
+        this.#resize(this.#ports.length * 2);
+      }
+      i = this.#free(port);
+      this.#ports[i] = port;
+      this.#size++;
+    }
+    this.#revs[i] = rev;
+    this.#assumed[i] = assumed ? 1 : 0;
+    this.#hold(i, holder);
+  }
+
+  /** Changes the holder of `port`, if kept. */
+  setHolder(port: number, holder: H | undefined): void {
+    const i = this.find(port);
+    if (i >= 0) this.#hold(i, holder);
+  }
+
+  /** Forgets `port`; returns whether it was kept. */
+  delete(port: number): boolean {
+    let i = this.find(port);
+    if (i < 0) return false;
+    this.#hold(i, undefined);
+    const ports = this.#ports;
+    const mask = ports.length - 1;
+    // Shift back the slots after the hole that would no longer be found.
+    for (let j = (i + 1) & mask;; j = (j + 1) & mask) {
+      const p = ports[j]!;
+      if (p === 0) break;
+      const home = Math.imul(p, 0x9e3779b1) & mask;
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
+        this.#move(j, i);
+        i = j;
+      }
+    }
+    ports[i] = 0;
+    this.#revs[i] = 0;
+    this.#assumed[i] = 0;
+    if (this.#holders !== undefined) this.#holders[i] = undefined;
+    this.#size--;
+    if (this.#size * 8 < ports.length && ports.length > MIN_SLOTS) {
+      this.#resize(ports.length / 2);
+    }
+    return true;
+  }
+
+  /** Every port kept, with its revision. */
+  entries(): [port: number, rev: number][] {
+    const out: [number, number][] = [];
+    for (let i = 0; i < this.#ports.length; i++) {
+      if (this.#ports[i] !== 0) out.push([this.#ports[i]!, this.#revs[i]!]);
+    }
+    return out;
+  }
+
+  #free(port: number): number {
+    const ports = this.#ports;
+    const mask = ports.length - 1;
+    for (let i = Math.imul(port, 0x9e3779b1) & mask;; i = (i + 1) & mask) {
+      if (ports[i] === 0) return i;
+    }
+  }
+
+  #hold(i: number, holder: H | undefined): void {
+    const old = this.#holders?.[i];
+    if (old === holder) return;
+    if (old !== undefined) old.count--;
+    if (holder !== undefined) {
+      holder.count++;
+      this.#holders ??= new Array<H | undefined>(this.#ports.length).fill(
+        undefined,
+      );
+    }
+    this.#holders![i] = holder;
+  }
+
+  #move(from: number, to: number): void {
+    this.#ports[to] = this.#ports[from]!;
+    this.#revs[to] = this.#revs[from]!;
+    this.#assumed[to] = this.#assumed[from]!;
+    if (this.#holders !== undefined) {
+      this.#holders[to] = this.#holders[from];
+    }
+  }
+
+  #resize(n: number): void {
+    const ports = this.#ports;
+    const revs = this.#revs;
+    const assumed = this.#assumed;
+    const holders = this.#holders;
+    this.#ports = new Uint16Array(n);
+    this.#revs = new Float64Array(n);
+    this.#assumed = new Uint8Array(n);
+    this.#holders = holders === undefined
+      ? undefined
+      : new Array<H | undefined>(n).fill(undefined);
+    for (let j = 0; j < ports.length; j++) {
+      const p = ports[j]!;
+      if (p === 0) continue;
+      const i = this.#free(p);
+      this.#ports[i] = p;
+      this.#revs[i] = revs[j]!;
+      this.#assumed[i] = assumed[j]!;
+      if (holders !== undefined) this.#holders![i] = holders[j];
+    }
+  }
+}
+
+/** What the view reads of the registry. */
+export interface Records {
+  holder(
+    host: string,
+    port: number,
+  ): { record: ServiceRecord; owner: unknown; ready: boolean } | undefined;
+  recordOf(owner: string, id: string): ServiceRecord | undefined;
+  recordsOf(owner: string): readonly ServiceRecord[];
+}
+
+/** A key's host and port. */
+export interface Where {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Hosts remembered (encoded ↔ decoded) before the caches start over. */
+const HOSTS_MAX = 4096;
+
+/**
+ * What the view knows of every key under `P/ports/`. A key whose value the
+ * registry holds lives in its host's {@linkcode PortRevs}; the rest (the
+ * revisions of recent deletes until the watch passes them, and values the
+ * registry would not take) in a small map of their own.
+ */
+export class Revisions {
+  readonly #ports: string;
+  readonly #reg: Records;
+  readonly #hosts = new Map<string, PortRevs<Local>>();
+  /** Keys the registry does not hold: deleted ones, values not seaport's. */
+  readonly #other = new Map<string, Known>();
+  /** Host → `P/ports/<encoded host>/`. */
+  #prefixes = new Map<string, string>();
+  /** Encoded host → host. */
+  #decoded = new Map<string, string>();
+  #lastKey = "";
+  #last: Where | undefined;
+
+  constructor(ports: string, reg: Records) {
+    this.#ports = ports;
+    this.#reg = reg;
+  }
+
+  /** The key of a host's port. */
+  key(host: string, port: number): string {
+    let p = this.#prefixes.get(host);
+    if (p === undefined) {
+      if (this.#prefixes.size >= HOSTS_MAX) this.#prefixes.clear();
+      p = `${this.#ports}${encodeURIComponent(host)}/`;
+      this.#prefixes.set(host, p);
+    }
+    return p + port;
+  }
+
+  /** The host and port a key names, or `undefined` for a key not ours. */
+  where(key: string): Where | undefined {
+    if (key === this.#lastKey) return this.#last;
+    let at: Where | undefined;
+    const slash = key.lastIndexOf("/");
+    if (key.startsWith(this.#ports) && slash >= this.#ports.length) {
+      const encoded = key.slice(this.#ports.length, slash);
+      const digits = key.slice(slash + 1);
+      const port = Number(digits);
+      const host = this.#decode(encoded);
+      if (
+        host !== undefined && Number.isInteger(port) && port >= 1 &&
+        port <= 65535 && String(port) === digits
+      ) at = { host, port };
+    }
+    this.#lastKey = key;
+    this.#last = at;
+    return at;
+  }
+
+  #decode(encoded: string): string | undefined {
+    const known = this.#decoded.get(encoded);
+    if (known !== undefined) return known;
+    let host: string;
+    try {
+      host = decodeURIComponent(encoded);
+    } catch {
+      return undefined;
+    }
+    if (encodeURIComponent(host) !== encoded) return undefined; // not ours
+    if (this.#decoded.size >= HOSTS_MAX) this.#decoded.clear();
+    this.#decoded.set(encoded, host);
+    return host;
+  }
+
+  #table(key: string): [PortRevs<Local>, Where] | undefined {
+    const at = this.where(key);
+    if (at === undefined) return undefined;
+    const t = this.#hosts.get(at.host);
+    return t === undefined ? undefined : [t, at];
+  }
+
+  /** The key's mod revision (or its delete's), if known. */
+  rev(key: string): number | undefined {
+    const other = this.#other.get(key);
+    if (other !== undefined) return other.rev;
+    const t = this.#table(key);
+    return t?.[0].rev(t[1].port);
+  }
+
+  /** Whether the registry holds the key's value. */
+  held(key: string): boolean {
+    const t = this.#table(key);
+    return t !== undefined && t[0].find(t[1].port) >= 0;
+  }
+
+  /** The id of the registration the key holds, if the registry holds it. */
+  idAt(key: string): string | undefined {
+    const t = this.#table(key);
+    if (t === undefined || t[0].find(t[1].port) < 0) return undefined;
+    return this.#reg.holder(t[1].host, t[1].port)?.record.id;
+  }
+
+  /** What the view knows of the key, its value derived from the registry. */
+  known(key: string): Known | undefined {
+    const other = this.#other.get(key);
+    if (other !== undefined) return other;
+    const t = this.#table(key);
+    const rev = t?.[0].rev(t[1].port);
+    if (t === undefined || rev === undefined) return undefined;
+    const h = this.#reg.holder(t[1].host, t[1].port);
+    if (h === undefined) return undefined;
+    const r = h.record;
+    const value: Value = {
+      id: r.id,
+      host: r.host,
+      port: r.port,
+      role: `${r.role}@${r.version}`,
+      env: r.env,
+      session: h.owner as string,
+      ready: h.ready,
+      kind: t[0].assumed(t[1].port) ? "assume" : "allocate",
+    };
+    const meta = metaOf(r);
+    if (meta !== undefined) value.meta = meta;
+    return { rev, value };
+  }
+
+  /** The connection of this server holding the key. */
+  holder(key: string): Local | undefined {
+    const t = this.#table(key);
+    return t?.[0].holder(t[1].port);
+  }
+
+  /** Makes `holder` the key's holder (the key must be held). */
+  setHolder(key: string, holder: Local | undefined): void {
+    const t = this.#table(key);
+    t?.[0].setHolder(t[1].port, holder);
+  }
+
+  /** The registry now holds the key's value, written at `rev`. */
+  hold(
+    key: string,
+    rev: number,
+    kind: "allocate" | "assume",
+    holder: Local | undefined,
+  ): void {
+    this.#other.delete(key);
+    const at = this.where(key)!;
+    let t = this.#hosts.get(at.host);
+    if (t === undefined) this.#hosts.set(at.host, t = new PortRevs());
+    t.set(at.port, rev, kind === "assume", holder);
+  }
+
+  /**
+   * The key was deleted at `rev`, or holds a value the registry does not
+   * take: no longer in its host's table.
+   */
+  other(key: string, rev: number, value?: Stored): void {
+    const at = this.where(key);
+    const t = at && this.#hosts.get(at.host);
+    if (t !== undefined && t.delete(at!.port) && t.size === 0) {
+      this.#hosts.delete(at!.host);
+    }
+    this.#other.set(key, { rev, value });
+  }
+
+  /** Forgets a deleted key once nothing older than `rev` can come. */
+  forget(key: string, rev: number): void {
+    const other = this.#other.get(key);
+    if (other !== undefined && other.value === undefined && other.rev <= rev) {
+      this.#other.delete(key);
+    }
+  }
+
+  /** Every key known, with its revision. */
+  revs(): [key: string, rev: number][] {
+    const out: [string, number][] = [];
+    for (const [key, k] of this.#other) out.push([key, k.rev]);
+    for (const [host, t] of this.#hosts) {
+      for (const [port, rev] of t.entries()) {
+        out.push([this.key(host, port), rev]);
+      }
+    }
+    return out;
+  }
+
+  /** The keys `st` holds, found through the registry's index of its session. */
+  keysOf(st: Local): string[] {
+    if (st.count === 0) return [];
+    const out: string[] = [];
+    for (const r of this.#reg.recordsOf(st.sid)) {
+      const key = this.key(r.host, r.port);
+      if (this.holder(key) === st) out.push(key);
+    }
+    return out;
+  }
+
+  /** The key of registration `id` when `st` holds it. */
+  keyOf(st: Local, id: string): string | undefined {
+    const r = this.#reg.recordOf(st.sid, id);
+    if (r === undefined) return undefined;
+    const key = this.key(r.host, r.port);
+    return this.holder(key) === st ? key : undefined;
+  }
+}
+
+/** A record's metadata: its fields but the reserved ones. */
+function metaOf(r: ServiceRecord): Meta | undefined {
+  let meta: Meta | undefined;
+  for (const k of Object.keys(r)) {
+    const v = r[k];
+    if (v !== undefined && !RESERVED_KEYS.has(k)) (meta ??= {})[k] = v;
+  }
+  return meta;
+}
+
+/**
+ * Whether two registrations' metadata are the same as the registry keeps
+ * them (without the reserved keys; none and `{}` alike).
+ */
+export function sameMeta(a: Meta | undefined, b: Meta | undefined): boolean {
+  return JSON.stringify(kept(a)) === JSON.stringify(kept(b));
+}
+
+function kept(m: Meta | undefined): Meta | null {
+  if (m === undefined || m === null || typeof m !== "object") return null;
+  let out: Meta | null = null;
+  for (const k of Object.keys(m)) {
+    if (!RESERVED_KEYS.has(k)) (out ??= {})[k] = m[k]!;
+  }
+  return out;
+}
