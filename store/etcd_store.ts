@@ -738,6 +738,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         // Written by this server for a session that is gone, or a write
         // that failed without an answer and took effect after all: free it.
         ghost = true;
+      } else if (st.dropped) {
+        // Its answer, for a session that ended meanwhile: held by it, so
+        // that #landed frees it.
+        holder = st;
       }
     }
     const kind = value.kind ?? "allocate";
