@@ -11,9 +11,9 @@ import { RegistryError } from "./errors.ts";
 import { IdTable, PortTable } from "./_tables.ts";
 /**
  * The registry's compact indexes (a host's ports, a connection's registrations
- * by id), exported for their tests.
+ * by id) and the etcd store's (numbers by port), exported for their tests.
  */
-export { IdTable, PortTable } from "./_tables.ts";
+export { IdTable, PortSlots, PortTable } from "./_tables.ts";
 
 /** A JSON value, as registration metadata may hold. */
 export type JsonValue =

@@ -238,6 +238,26 @@ test(
       assert.deepEqual(left.kvs.map((x) => x.key), []);
     });
 
+    await t.test("hosts that etcd keys must encode (IPv6 with a zone, a slash, non-ASCII) are shown, marked not ready and freed on every server", async () => {
+      await using reg = await servers(etcd.endpoints, 2);
+      const b = reg.servers[1]!;
+      for (const host of ["fe80::1%eth0", "rack/7", "hôte-ü"]) {
+        const c = reg.client(0, { advertise: host });
+        const shown = next<[ServiceRecord]>(b, "allocate", 3000);
+        const port = await c.service("enc");
+        const [r] = await shown;
+        assert.deepEqual([r.host, r.port], [host, port]);
+        const hidden = next<[ServiceRecord]>(b, "free", 3000);
+        await c.unready(port);
+        assert.equal((await hidden)[0].host, host);
+        const freed = next<[ServiceRecord]>(b, "free", 3000);
+        await c.free(port);
+        assert.equal((await freed)[0].host, host);
+        assert.deepEqual(b.query("enc"), []);
+        await c.close();
+      }
+    });
+
     await t.test("a session that comes back through another server with its hello session id takes its registrations over on the same ports", async () => {
       await using reg = await servers(etcd.endpoints, 2);
       const t0 = defaultTransport();

@@ -4,9 +4,9 @@
  * connection of this server holds it. Everything else is derived from the
  * registry's own record: the key from its host and port, the value from its
  * fields, a connection's keys from the registry's per-session index. Per
- * registration that is one slot of a per-host open-addressing table (a port,
- * a revision, a flag and a reference: 15 bytes, 20–40 at its load), instead
- * of the key, a parsed value and three map entries.
+ * registration that is one slot of a per-host {@linkcode PortSlots} (a
+ * port, a revision, a flag and a reference: 15 bytes a slot, 20–40 at its
+ * load), instead of the key, a parsed value and three map entries.
  *
  * @module
  */
@@ -15,6 +15,7 @@ import {
   RESERVED_KEYS,
   type ServiceRecord,
 } from "../../registry.ts";
+import { PortSlots } from "../../_tables.ts";
 
 /** One registration as etcd holds it. */
 export interface Stored {
@@ -49,166 +50,6 @@ export class Local {
   constructor(readonly sid: string) {}
 }
 
-const MIN_SLOTS = 8;
-
-/**
- * The keys of one host by port: open addressing (linear probing, deletion
- * by backward shift), at most three quarters full. Port 0 marks a free slot.
- */
-export class PortRevs<H extends { count: number }> {
-  #ports = new Uint16Array(MIN_SLOTS);
-  #revs = new Float64Array(MIN_SLOTS);
-  #assumed = new Uint8Array(MIN_SLOTS);
-  /** Allocated once a key of this host has a holder. */
-  #holders: (H | undefined)[] | undefined;
-  #size = 0;
-
-  /** The number of ports. */
-  get size(): number {
-    return this.#size;
-  }
-
-  /** The slot of `port`, or -1. */
-  find(port: number): number {
-    const ports = this.#ports;
-    const mask = ports.length - 1;
-    for (let i = Math.imul(port, 0x9e3779b1) & mask;; i = (i + 1) & mask) {
-      const p = ports[i]!;
-      if (p === port) return i;
-      if (p === 0) return -1;
-    }
-  }
-
-  /** The revision kept for `port`. */
-  rev(port: number): number | undefined {
-    const i = this.find(port);
-    return i < 0 ? undefined : this.#revs[i];
-  }
-
-  /** Whether the value at `port` was written by an `assume`. */
-  assumed(port: number): boolean {
-    const i = this.find(port);
-    return i >= 0 && this.#assumed[i] === 1;
-  }
-
-  /** The connection holding `port`. */
-  holder(port: number): H | undefined {
-    const i = this.find(port);
-    return i < 0 ? undefined : this.#holders?.[i];
-  }
-
-  /** Sets what is kept for `port` (1–65535), adding it if new. */
-  set(port: number, rev: number, assumed: boolean, holder: H | undefined) {
-    let i = this.find(port);
-    if (i < 0) {
-      if ((this.#size + 1) * 4 > this.#ports.length * 3) {
-        this.#resize(this.#ports.length * 2);
-      }
-      i = this.#free(port);
-      this.#ports[i] = port;
-      this.#size++;
-    }
-    this.#revs[i] = rev;
-    this.#assumed[i] = assumed ? 1 : 0;
-    this.#hold(i, holder);
-  }
-
-  /** Changes the holder of `port`, if kept. */
-  setHolder(port: number, holder: H | undefined): void {
-    const i = this.find(port);
-    if (i >= 0) this.#hold(i, holder);
-  }
-
-  /** Forgets `port`; returns whether it was kept. */
-  delete(port: number): boolean {
-    let i = this.find(port);
-    if (i < 0) return false;
-    this.#hold(i, undefined);
-    const ports = this.#ports;
-    const mask = ports.length - 1;
-    // Shift back the slots after the hole that would no longer be found.
-    for (let j = (i + 1) & mask;; j = (j + 1) & mask) {
-      const p = ports[j]!;
-      if (p === 0) break;
-      const home = Math.imul(p, 0x9e3779b1) & mask;
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        this.#move(j, i);
-        i = j;
-      }
-    }
-    ports[i] = 0;
-    this.#revs[i] = 0;
-    this.#assumed[i] = 0;
-    if (this.#holders !== undefined) this.#holders[i] = undefined;
-    this.#size--;
-    if (this.#size * 8 < ports.length && ports.length > MIN_SLOTS) {
-      this.#resize(ports.length / 2);
-    }
-    return true;
-  }
-
-  /** Every port kept, with its revision. */
-  entries(): [port: number, rev: number][] {
-    const out: [number, number][] = [];
-    for (let i = 0; i < this.#ports.length; i++) {
-      if (this.#ports[i] !== 0) out.push([this.#ports[i]!, this.#revs[i]!]);
-    }
-    return out;
-  }
-
-  #free(port: number): number {
-    const ports = this.#ports;
-    const mask = ports.length - 1;
-    for (let i = Math.imul(port, 0x9e3779b1) & mask;; i = (i + 1) & mask) {
-      if (ports[i] === 0) return i;
-    }
-  }
-
-  #hold(i: number, holder: H | undefined): void {
-    const old = this.#holders?.[i];
-    if (old === holder) return;
-    if (old !== undefined) old.count--;
-    if (holder !== undefined) {
-      holder.count++;
-      this.#holders ??= new Array<H | undefined>(this.#ports.length).fill(
-        undefined,
-      );
-    }
-    this.#holders![i] = holder;
-  }
-
-  #move(from: number, to: number): void {
-    this.#ports[to] = this.#ports[from]!;
-    this.#revs[to] = this.#revs[from]!;
-    this.#assumed[to] = this.#assumed[from]!;
-    if (this.#holders !== undefined) {
-      this.#holders[to] = this.#holders[from];
-    }
-  }
-
-  #resize(n: number): void {
-    const ports = this.#ports;
-    const revs = this.#revs;
-    const assumed = this.#assumed;
-    const holders = this.#holders;
-    this.#ports = new Uint16Array(n);
-    this.#revs = new Float64Array(n);
-    this.#assumed = new Uint8Array(n);
-    this.#holders = holders === undefined
-      ? undefined
-      : new Array<H | undefined>(n).fill(undefined);
-    for (let j = 0; j < ports.length; j++) {
-      const p = ports[j]!;
-      if (p === 0) continue;
-      const i = this.#free(p);
-      this.#ports[i] = p;
-      this.#revs[i] = revs[j]!;
-      this.#assumed[i] = assumed[j]!;
-      if (holders !== undefined) this.#holders![i] = holders[j];
-    }
-  }
-}
-
 /** What the view reads of the registry. */
 export interface Records {
   holder(
@@ -230,14 +71,14 @@ const HOSTS_MAX = 4096;
 
 /**
  * What the view knows of every key under `P/ports/`. A key whose value the
- * registry holds lives in its host's {@linkcode PortRevs}; the rest (the
+ * registry holds lives in its host's {@linkcode PortSlots}; the rest (the
  * revisions of recent deletes until the watch passes them, and values the
  * registry would not take) in a small map of their own.
  */
 export class Revisions {
   readonly #ports: string;
   readonly #reg: Records;
-  readonly #hosts = new Map<string, PortRevs<Local>>();
+  readonly #hosts = new Map<string, PortSlots<Local>>();
   /** Keys the registry does not hold: deleted ones, values not seaport's. */
   readonly #other = new Map<string, Known>();
   /** Host → `P/ports/<encoded host>/`. */
@@ -298,32 +139,29 @@ export class Revisions {
     return host;
   }
 
-  #table(key: string): [PortRevs<Local>, Where] | undefined {
+  /** The table of the key's host, if it has one (`where` is then set). */
+  #table(key: string): PortSlots<Local> | undefined {
     const at = this.where(key);
-    if (at === undefined) return undefined;
-    const t = this.#hosts.get(at.host);
-    return t === undefined ? undefined : [t, at];
+    return at === undefined ? undefined : this.#hosts.get(at.host);
   }
 
   /** The key's mod revision (or its delete's), if known. */
   rev(key: string): number | undefined {
     const other = this.#other.get(key);
     if (other !== undefined) return other.rev;
-    const t = this.#table(key);
-    return t?.[0].rev(t[1].port);
+    return this.#table(key)?.number(this.#last!.port);
   }
 
   /** Whether the registry holds the key's value. */
   held(key: string): boolean {
-    const t = this.#table(key);
-    return t !== undefined && t[0].find(t[1].port) >= 0;
+    return this.#table(key)?.has(this.#last!.port) === true;
   }
 
   /** The id of the registration the key holds, if the registry holds it. */
   idAt(key: string): string | undefined {
-    const t = this.#table(key);
-    if (t === undefined || t[0].find(t[1].port) < 0) return undefined;
-    return this.#reg.holder(t[1].host, t[1].port)?.record.id;
+    if (!this.held(key)) return undefined;
+    const at = this.where(key)!;
+    return this.#reg.holder(at.host, at.port)?.record.id;
   }
 
   /** What the view knows of the key, its value derived from the registry. */
@@ -331,9 +169,10 @@ export class Revisions {
     const other = this.#other.get(key);
     if (other !== undefined) return other;
     const t = this.#table(key);
-    const rev = t?.[0].rev(t[1].port);
+    const at = this.#last!;
+    const rev = t?.number(at.port);
     if (t === undefined || rev === undefined) return undefined;
-    const h = this.#reg.holder(t[1].host, t[1].port);
+    const h = this.#reg.holder(at.host, at.port);
     if (h === undefined) return undefined;
     const r = h.record;
     const value: Value = {
@@ -344,7 +183,7 @@ export class Revisions {
       env: r.env,
       session: h.owner as string,
       ready: h.ready,
-      kind: t[0].assumed(t[1].port) ? "assume" : "allocate",
+      kind: t.flag(at.port) ? "assume" : "allocate",
     };
     const meta = metaOf(r);
     if (meta !== undefined) value.meta = meta;
@@ -353,14 +192,17 @@ export class Revisions {
 
   /** The connection of this server holding the key. */
   holder(key: string): Local | undefined {
-    const t = this.#table(key);
-    return t?.[0].holder(t[1].port);
+    return this.#table(key)?.ref(this.#last!.port);
   }
 
-  /** Makes `holder` the key's holder (the key must be held). */
+  /** Makes `holder` the key's holder, if the registry holds the key. */
   setHolder(key: string, holder: Local | undefined): void {
     const t = this.#table(key);
-    t?.[0].setHolder(t[1].port, holder);
+    const port = this.#last?.port ?? 0;
+    const old = t?.ref(port);
+    if (t === undefined || old === holder || !t.setRef(port, holder)) return;
+    if (old !== undefined) old.count--;
+    if (holder !== undefined) holder.count++;
   }
 
   /** The registry now holds the key's value, written at `rev`. */
@@ -373,8 +215,12 @@ export class Revisions {
     this.#other.delete(key);
     const at = this.where(key)!;
     let t = this.#hosts.get(at.host);
-    if (t === undefined) this.#hosts.set(at.host, t = new PortRevs());
+    if (t === undefined) this.#hosts.set(at.host, t = new PortSlots());
+    const old = t.ref(at.port);
     t.set(at.port, rev, kind === "assume", holder);
+    if (old === holder) return;
+    if (old !== undefined) old.count--;
+    if (holder !== undefined) holder.count++;
   }
 
   /**
@@ -382,10 +228,12 @@ export class Revisions {
    * take: no longer in its host's table.
    */
   other(key: string, rev: number, value?: Stored): void {
-    const at = this.where(key);
-    const t = at && this.#hosts.get(at.host);
-    if (t !== undefined && t.delete(at!.port) && t.size === 0) {
-      this.#hosts.delete(at!.host);
+    const t = this.#table(key);
+    if (t !== undefined) {
+      const at = this.#last!;
+      const old = t.ref(at.port);
+      if (old !== undefined) old.count--;
+      if (t.delete(at.port) && t.size === 0) this.#hosts.delete(at.host);
     }
     this.#other.set(key, { rev, value });
   }
