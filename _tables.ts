@@ -225,6 +225,34 @@ export class PortSlots<R> {
     return this.#size;
   }
 
+  /**
+   * The slot of `port`, or -1: for the `…At` accessors, until the next
+   * `set` or `delete`.
+   */
+  find(port: number): number {
+    return this.#find(port);
+  }
+
+  /** The number in slot `i` (from {@linkcode PortSlots.find}). */
+  numberAt(i: number): number {
+    return this.#numbers[i]!;
+  }
+
+  /** The flag in slot `i`. */
+  flagAt(i: number): boolean {
+    return this.#flags[i] === 1;
+  }
+
+  /** The reference in slot `i`. */
+  refAt(i: number): R | undefined {
+    return this.#refs?.[i];
+  }
+
+  /** Changes the reference in slot `i`. */
+  setRefAt(i: number, ref: R | undefined): void {
+    this.#setRef(i, ref);
+  }
+
   #find(port: number): number {
     const ports = this.#ports;
     const mask = ports.length - 1;

@@ -87,6 +87,12 @@ export class Revisions {
   #decoded = new Map<string, string>();
   #lastKey = "";
   #last: Where | undefined;
+  /** The last host parsed, and its keys' prefix `P/ports/<encoded host>/`. */
+  #host = "";
+  #hostPrefix = "";
+  #slotKey = "";
+  #slotTable: PortSlots<Local> | undefined;
+  #slotAt = -1;
 
   constructor(ports: string, reg: Records) {
     this.#ports = ports;
@@ -107,21 +113,34 @@ export class Revisions {
   /** The host and port a key names, or `undefined` for a key not ours. */
   where(key: string): Where | undefined {
     if (key === this.#lastKey) return this.#last;
-    let at: Where | undefined;
-    const slash = key.lastIndexOf("/");
-    if (key.startsWith(this.#ports) && slash >= this.#ports.length) {
-      const encoded = key.slice(this.#ports.length, slash);
-      const digits = key.slice(slash + 1);
-      const port = Number(digits);
-      const host = this.#decode(encoded);
-      if (
-        host !== undefined && Number.isInteger(port) && port >= 1 &&
-        port <= 65535 && String(port) === digits
-      ) at = { host, port };
-    }
     this.#lastKey = key;
-    this.#last = at;
-    return at;
+    // Most keys in a row are of one host: its prefix is checked, not parsed.
+    let from = this.#hostPrefix.length;
+    let host = this.#host;
+    if (from === 0 || !key.startsWith(this.#hostPrefix)) {
+      const slash = key.lastIndexOf("/");
+      const decoded = key.startsWith(this.#ports) && slash > this.#ports.length
+        ? this.#decode(key.slice(this.#ports.length, slash))
+        : undefined;
+      if (decoded === undefined) return this.#last = undefined;
+      from = slash + 1;
+      host = decoded;
+      this.#hostPrefix = key.slice(0, from);
+      this.#host = host;
+    }
+    // 1-65535 in decimal, no leading zero
+    let port = 0;
+    const n = key.length - from;
+    if (n < 1 || n > 5 || key.charCodeAt(from) === 48) {
+      return this.#last = undefined;
+    }
+    for (let i = from; i < key.length; i++) {
+      const d = key.charCodeAt(i) - 48;
+      if (d < 0 || d > 9) return this.#last = undefined;
+      port = port * 10 + d;
+    }
+    if (port > 65535) return this.#last = undefined;
+    return this.#last = { host, port };
   }
 
   #decode(encoded: string): string | undefined {
@@ -139,39 +158,51 @@ export class Revisions {
     return host;
   }
 
-  /** The table of the key's host, if it has one (`where` is then set). */
-  #table(key: string): PortSlots<Local> | undefined {
+  /**
+   * The key's slot in its host's table, or -1; `#slotTable` is that table.
+   * Remembered for the last key until a slot moves (`hold`, `other`).
+   */
+  #slot(key: string): number {
+    if (key === this.#slotKey) return this.#slotAt;
     const at = this.where(key);
-    return at === undefined ? undefined : this.#hosts.get(at.host);
+    const t = at === undefined ? undefined : this.#hosts.get(at.host);
+    this.#slotKey = key;
+    this.#slotTable = t;
+    return this.#slotAt = t === undefined ? -1 : t.find(at!.port);
   }
 
   /** The key's mod revision (or its delete's), if known. */
   rev(key: string): number | undefined {
-    const other = this.#other.get(key);
-    if (other !== undefined) return other.rev;
-    return this.#table(key)?.number(this.#last!.port);
+    if (this.#other.size > 0) {
+      const other = this.#other.get(key);
+      if (other !== undefined) return other.rev;
+    }
+    const i = this.#slot(key);
+    return i < 0 ? undefined : this.#slotTable!.numberAt(i);
   }
 
   /** Whether the registry holds the key's value. */
   held(key: string): boolean {
-    return this.#table(key)?.has(this.#last!.port) === true;
+    return this.#slot(key) >= 0;
   }
 
   /** The id of the registration the key holds, if the registry holds it. */
   idAt(key: string): string | undefined {
-    if (!this.held(key)) return undefined;
+    if (this.#slot(key) < 0) return undefined;
     const at = this.where(key)!;
     return this.#reg.holder(at.host, at.port)?.record.id;
   }
 
   /** What the view knows of the key, its value derived from the registry. */
   known(key: string): Known | undefined {
-    const other = this.#other.get(key);
-    if (other !== undefined) return other;
-    const t = this.#table(key);
-    const at = this.#last!;
-    const rev = t?.number(at.port);
-    if (t === undefined || rev === undefined) return undefined;
+    if (this.#other.size > 0) {
+      const other = this.#other.get(key);
+      if (other !== undefined) return other;
+    }
+    const i = this.#slot(key);
+    if (i < 0) return undefined;
+    const t = this.#slotTable!;
+    const at = this.where(key)!;
     const h = this.#reg.holder(at.host, at.port);
     if (h === undefined) return undefined;
     const r = h.record;
@@ -183,24 +214,27 @@ export class Revisions {
       env: r.env,
       session: h.owner as string,
       ready: h.ready,
-      kind: t.flag(at.port) ? "assume" : "allocate",
+      kind: t.flagAt(i) ? "assume" : "allocate",
     };
     const meta = metaOf(r);
     if (meta !== undefined) value.meta = meta;
-    return { rev, value };
+    return { rev: t.numberAt(i), value };
   }
 
   /** The connection of this server holding the key. */
   holder(key: string): Local | undefined {
-    return this.#table(key)?.ref(this.#last!.port);
+    const i = this.#slot(key);
+    return i < 0 ? undefined : this.#slotTable!.refAt(i);
   }
 
   /** Makes `holder` the key's holder, if the registry holds the key. */
   setHolder(key: string, holder: Local | undefined): void {
-    const t = this.#table(key);
-    const port = this.#last?.port ?? 0;
-    const old = t?.ref(port);
-    if (t === undefined || old === holder || !t.setRef(port, holder)) return;
+    const i = this.#slot(key);
+    if (i < 0) return;
+    const t = this.#slotTable!;
+    const old = t.refAt(i);
+    if (old === holder) return;
+    t.setRefAt(i, holder);
     if (old !== undefined) old.count--;
     if (holder !== undefined) holder.count++;
   }
@@ -212,11 +246,12 @@ export class Revisions {
     kind: "allocate" | "assume",
     holder: Local | undefined,
   ): void {
-    this.#other.delete(key);
+    if (this.#other.size > 0) this.#other.delete(key);
+    const old = this.holder(key);
     const at = this.where(key)!;
     let t = this.#hosts.get(at.host);
     if (t === undefined) this.#hosts.set(at.host, t = new PortSlots());
-    const old = t.ref(at.port);
+    this.#slotKey = ""; // slots may move
     t.set(at.port, rev, kind === "assume", holder);
     if (old === holder) return;
     if (old !== undefined) old.count--;
@@ -228,18 +263,22 @@ export class Revisions {
    * take: no longer in its host's table.
    */
   other(key: string, rev: number, value?: Stored): void {
-    const t = this.#table(key);
-    if (t !== undefined) {
-      const at = this.#last!;
-      const old = t.ref(at.port);
+    const i = this.#slot(key);
+    if (i >= 0) {
+      const t = this.#slotTable!;
+      const at = this.where(key)!;
+      const old = t.refAt(i);
       if (old !== undefined) old.count--;
-      if (t.delete(at.port) && t.size === 0) this.#hosts.delete(at.host);
+      this.#slotKey = ""; // slots move
+      t.delete(at.port);
+      if (t.size === 0) this.#hosts.delete(at.host);
     }
     this.#other.set(key, { rev, value });
   }
 
   /** Forgets a deleted key once nothing older than `rev` can come. */
   forget(key: string, rev: number): void {
+    if (this.#other.size === 0) return;
     const other = this.#other.get(key);
     if (other !== undefined && other.value === undefined && other.rev <= rev) {
       this.#other.delete(key);
