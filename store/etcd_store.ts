@@ -510,7 +510,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     const key = "id" in target
       ? st && this.#keys.keyOf(st, target.id)
       : this.#key(target.host, target.port);
-    const known = key === undefined ? undefined : this.#keys.known(key);
+    // held by st: the registry holds its value (no need to derive it)
+    const rev = key === undefined || this.#keys.holder(key) !== st
+      ? undefined
+      : this.#keys.rev(key);
     const missing = () => {
       const what = "id" in target
         ? `"${target.id}"`
@@ -520,11 +523,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         `Cannot free ${what}: no such registration on this connection`,
       );
     };
-    if (
-      st === undefined || key === undefined || known?.value === undefined ||
-      this.#keys.holder(key) !== st
-    ) throw missing();
-    const c = await this.#delete(key, known.rev);
+    if (st === undefined || key === undefined || rev === undefined) {
+      throw missing();
+    }
+    const c = await this.#delete(key, rev);
     if (c === undefined) throw missing();
     return c;
   }
