@@ -1,6 +1,7 @@
 /**
  * Compact indexes for the pure registry: who holds which port on a host, and
- * a connection's registrations by id. Plain arrays of references instead of
+ * a connection's registrations by id (and, for the etcd store's view, numbers
+ * by port). Plain arrays of references instead of
  * `Map`s, since a `Map` costs about 28 bytes per slot of its capacity (key,
  * value, chain and bucket) and its capacity doubles: 40–56 bytes per
  * registration in each index. Pure: no I/O, timers or runtime checks.
@@ -194,5 +195,201 @@ export class IdTable<E extends { readonly id: string }> {
     this.#slots = new Array<E | undefined>(n).fill(undefined);
     this.#size = 0;
     for (const e of old) if (e !== undefined) this.add(e);
+  }
+}
+
+const MIN_PORT_SLOTS = 8;
+
+/** Where `port` starts its probe in a table of `mask` + 1 slots. */
+function home(port: number, mask: number): number {
+  return Math.imul(port, 0x9e3779b1) & mask;
+}
+
+/**
+ * Per port of one host (1–65535): a number (exact up to 2^53, such as an
+ * etcd revision), a flag and an optional reference. Open addressing (linear
+ * probing, deletion by backward shift) over typed arrays, at most three
+ * quarters full: 11 bytes a slot (15 once a reference is set), 15–40 bytes
+ * per port kept. Port 0 marks a free slot.
+ */
+export class PortSlots<R> {
+  #ports = new Uint16Array(MIN_PORT_SLOTS);
+  #numbers = new Float64Array(MIN_PORT_SLOTS);
+  #flags = new Uint8Array(MIN_PORT_SLOTS);
+  /** Allocated once a reference is set. */
+  #refs: (R | undefined)[] | undefined;
+  #size = 0;
+
+  /** The number of ports kept. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * The slot of `port`, or -1: for the `…At` accessors, until the next
+   * `set` or `delete`.
+   */
+  find(port: number): number {
+    return this.#find(port);
+  }
+
+  /** The number in slot `i` (from {@linkcode PortSlots.find}). */
+  numberAt(i: number): number {
+    return this.#numbers[i]!;
+  }
+
+  /** The flag in slot `i`. */
+  flagAt(i: number): boolean {
+    return this.#flags[i] === 1;
+  }
+
+  /** The reference in slot `i`. */
+  refAt(i: number): R | undefined {
+    return this.#refs?.[i];
+  }
+
+  /** Changes the reference in slot `i`. */
+  setRefAt(i: number, ref: R | undefined): void {
+    this.#setRef(i, ref);
+  }
+
+  #find(port: number): number {
+    const ports = this.#ports;
+    const mask = ports.length - 1;
+    for (let i = home(port, mask);; i = (i + 1) & mask) {
+      const p = ports[i]!;
+      if (p === port) return i;
+      if (p === 0) return -1;
+    }
+  }
+
+  /** Whether `port` is kept. */
+  has(port: number): boolean {
+    return this.#find(port) >= 0;
+  }
+
+  /** The number kept for `port`. */
+  number(port: number): number | undefined {
+    const i = this.#find(port);
+    return i < 0 ? undefined : this.#numbers[i];
+  }
+
+  /** The flag kept for `port` (false when not kept). */
+  flag(port: number): boolean {
+    const i = this.#find(port);
+    return i >= 0 && this.#flags[i] === 1;
+  }
+
+  /** The reference kept for `port`. */
+  ref(port: number): R | undefined {
+    const i = this.#find(port);
+    return i < 0 ? undefined : this.#refs?.[i];
+  }
+
+  /** Keeps a number, a flag and a reference for `port` (1–65535). */
+  set(port: number, n: number, flag: boolean, ref: R | undefined): void {
+    let i = this.#find(port);
+    if (i < 0) {
+      if ((this.#size + 1) * 4 > this.#ports.length * 3) {
+        this.#resize(this.#ports.length * 2);
+      }
+      i = this.#free(port);
+      this.#ports[i] = port;
+      this.#size++;
+    }
+    this.#numbers[i] = n;
+    this.#flags[i] = flag ? 1 : 0;
+    this.#setRef(i, ref);
+  }
+
+  /** Changes the reference of `port`, if kept; returns whether it was. */
+  setRef(port: number, ref: R | undefined): boolean {
+    const i = this.#find(port);
+    if (i < 0) return false;
+    this.#setRef(i, ref);
+    return true;
+  }
+
+  /** Forgets `port`; returns whether it was kept. */
+  delete(port: number): boolean {
+    let i = this.#find(port);
+    if (i < 0) return false;
+    const ports = this.#ports;
+    const mask = ports.length - 1;
+    // Shift back the slots after the hole that would no longer be found.
+    for (let j = (i + 1) & mask;; j = (j + 1) & mask) {
+      const p = ports[j]!;
+      if (p === 0) break;
+      const h = home(p, mask);
+      // p may move into the hole at i if its home is not in (i, j].
+      if (i <= j ? h <= i || h > j : h <= i && h > j) {
+        this.#move(j, i);
+        i = j;
+      }
+    }
+    ports[i] = 0;
+    this.#numbers[i] = 0;
+    this.#flags[i] = 0;
+    if (this.#refs !== undefined) this.#refs[i] = undefined;
+    this.#size--;
+    if (this.#size * 8 < ports.length && ports.length > MIN_PORT_SLOTS) {
+      this.#resize(ports.length / 2);
+    }
+    return true;
+  }
+
+  /** Every port kept, with its number, in no particular order. */
+  entries(): [port: number, n: number][] {
+    const out: [number, number][] = [];
+    for (let i = 0; i < this.#ports.length; i++) {
+      const p = this.#ports[i]!;
+      if (p !== 0) out.push([p, this.#numbers[i]!]);
+    }
+    return out;
+  }
+
+  #free(port: number): number {
+    const ports = this.#ports;
+    const mask = ports.length - 1;
+    for (let i = home(port, mask);; i = (i + 1) & mask) {
+      if (ports[i] === 0) return i;
+    }
+  }
+
+  #setRef(i: number, ref: R | undefined): void {
+    if (ref === undefined && this.#refs === undefined) return;
+    this.#refs ??= new Array<R | undefined>(this.#ports.length).fill(
+      undefined,
+    );
+    this.#refs[i] = ref;
+  }
+
+  #move(from: number, to: number): void {
+    this.#ports[to] = this.#ports[from]!;
+    this.#numbers[to] = this.#numbers[from]!;
+    this.#flags[to] = this.#flags[from]!;
+    if (this.#refs !== undefined) this.#refs[to] = this.#refs[from];
+  }
+
+  #resize(n: number): void {
+    const ports = this.#ports;
+    const numbers = this.#numbers;
+    const flags = this.#flags;
+    const refs = this.#refs;
+    this.#ports = new Uint16Array(n);
+    this.#numbers = new Float64Array(n);
+    this.#flags = new Uint8Array(n);
+    this.#refs = refs === undefined
+      ? undefined
+      : new Array<R | undefined>(n).fill(undefined);
+    for (let j = 0; j < ports.length; j++) {
+      const p = ports[j]!;
+      if (p === 0) continue;
+      const i = this.#free(p);
+      this.#ports[i] = p;
+      this.#numbers[i] = numbers[j]!;
+      this.#flags[i] = flags[j]!;
+      if (refs !== undefined) this.#refs![i] = refs[j];
+    }
   }
 }

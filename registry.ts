@@ -11,9 +11,9 @@ import { RegistryError } from "./errors.ts";
 import { IdTable, PortTable } from "./_tables.ts";
 /**
  * The registry's compact indexes (a host's ports, a connection's registrations
- * by id), exported for their tests.
+ * by id) and the etcd store's (numbers by port), exported for their tests.
  */
-export { IdTable, PortTable } from "./_tables.ts";
+export { IdTable, PortSlots, PortTable } from "./_tables.ts";
 
 /** A JSON value, as registration metadata may hold. */
 export type JsonValue =
@@ -837,6 +837,16 @@ export class Registry<O, T = unknown> {
   isReady(owner: O, id: string): boolean {
     const entry = this.#byOwner.get(owner)?.get(id);
     return entry !== undefined && Entry.shown(entry);
+  }
+
+  /** A registration the owner holds (visible or reserved), by id. */
+  recordOf(owner: O, id: string): ServiceRecord | undefined {
+    return this.#byOwner.get(owner)?.get(id);
+  }
+
+  /** Every registration (visible or reserved) the owner holds. */
+  recordsOf(owner: O): readonly ServiceRecord[] {
+    return this.#byOwner.get(owner)?.values() ?? NONE;
   }
 
   #own(owner: O, id: string, what: string): Entry<O, T> {

@@ -42,7 +42,6 @@ import { RegistryError, SeaportError } from "../errors.ts";
 import {
   type ChangeResult,
   DEFAULT_RANGE,
-  type Meta,
   parseRole,
   type RangeOption,
   type RegistrationInput,
@@ -50,6 +49,13 @@ import {
   type RegistryOptions,
 } from "../registry.ts";
 import type { Store, StoreOwner } from "./mod.ts";
+import {
+  Local,
+  Revisions,
+  sameMeta,
+  type Stored,
+  type Value,
+} from "./etcd/_view.ts";
 
 /**
  * Options of the etcd store (`createServer({ etcd })`). Every server of one
@@ -97,35 +103,6 @@ export interface EtcdStoreSetup extends RegistryOptions {
   leaseTtl: number;
   /** The server's lease ended: its registrations are gone from etcd. */
   onLeaseLost: () => void;
-}
-
-/** One registration as etcd holds it. */
-interface Stored {
-  id: string;
-  host: string;
-  port: number;
-  role: string;
-  env: string;
-  meta?: Meta;
-  session: string;
-  server: string;
-  ready: boolean;
-  kind: "allocate" | "assume";
-}
-
-interface Known {
-  /** The key's mod revision (or the revision of its delete). */
-  rev: number;
-  /** Its value; `undefined` once this server deleted it. */
-  value: Stored | undefined;
-}
-
-/** A client connection of this server. */
-class Local {
-  /** Registration id → key. */
-  readonly keys = new Map<string, string>();
-  dropped = false;
-  constructor(readonly sid: string) {}
 }
 
 type Result<T> = ChangeResult<T>;
@@ -219,8 +196,8 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #address: { value: string; key: string } | undefined;
   /** The live servers' addresses, as last read from `P/servers/`. */
   #servers: readonly string[] = [];
-  #keys = new Map<string, Known>();
-  #holders = new Map<string, Local>();
+  /** Per key: its revision and holder here (the rest is the registry's). */
+  readonly #keys: Revisions;
   #locals = new Map<O, Local>();
   #sids = new Map<string, Local>();
   #inflight = new Map<string, Set<number>>();
@@ -296,6 +273,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     });
     this.#writes = new WriteBatcher(this.#etcd.kv);
     this.#reg = new Registry<O | string, T>({ ...setup, start: Math.random() });
+    this.#keys = new Revisions(this.#ports, this.#reg);
     this.#range = setup.range ?? { "*": DEFAULT_RANGE };
     this.#server = this.#strings.of(crypto.randomUUID());
     // Ids unique across servers: a random prefix per server run.
@@ -389,7 +367,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   }
 
   countOf(owner: O): number {
-    return this.#locals.get(owner)?.keys.size ?? 0;
+    return this.#locals.get(owner)?.count ?? 0;
   }
 
   allocate(
@@ -422,7 +400,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         "PORT_TAKEN",
         `Cannot reserve port ${port} on ${input.host} for "${input.role}": it is held by another registration`,
       );
-    const known = this.#keys.get(key);
+    const known = this.#keys.known(key);
     let id: string | undefined;
     if (known?.value !== undefined) {
       // The session's own registration, held through another server (or a
@@ -489,8 +467,8 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     ready: boolean,
   ): Result<T> | Promise<Result<T>> {
     const st = this.#locals.get(owner);
-    const key = st?.keys.get(id);
-    const known = key === undefined ? undefined : this.#keys.get(key);
+    const key = st && this.#keys.keyOf(st, id);
+    const known = key === undefined ? undefined : this.#keys.known(key);
     const what = ready ? "mark ready" : "mark not ready";
     const missing = () =>
       new RegistryError(
@@ -522,7 +500,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     const st = this.#local(owner);
     const key = this.#key(input.host, port);
     for (let attempt = 0; attempt < 10; attempt++) {
-      const known = this.#keys.get(key);
+      const known = this.#keys.known(key);
       const mine = known?.value !== undefined &&
         known.value.session === st.sid && this.#same(known.value, input);
       const value = this.#value(
@@ -550,7 +528,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   async evict(host: string, port: number): Promise<Result<T>> {
     const key = this.#key(host, port);
     for (let attempt = 0; attempt < 10; attempt++) {
-      const known = this.#keys.get(key);
+      const known = this.#keys.known(key);
       if (known?.value === undefined) break;
       const c = await this.#delete(key, known.rev);
       if (c !== undefined) return c;
@@ -567,9 +545,12 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   ): Promise<Result<T>> {
     const st = this.#locals.get(owner);
     const key = "id" in target
-      ? st?.keys.get(target.id)
+      ? st && this.#keys.keyOf(st, target.id)
       : this.#key(target.host, target.port);
-    const known = key === undefined ? undefined : this.#keys.get(key);
+    // held by st: the registry holds its value (no need to derive it)
+    const rev = key === undefined || this.#keys.holder(key) !== st
+      ? undefined
+      : this.#keys.rev(key);
     const missing = () => {
       const what = "id" in target
         ? `"${target.id}"`
@@ -579,11 +560,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         `Cannot free ${what}: no such registration on this connection`,
       );
     };
-    if (
-      st === undefined || key === undefined || known?.value === undefined ||
-      this.#holders.get(key) !== st
-    ) throw missing();
-    const c = await this.#delete(key, known.rev);
+    if (st === undefined || key === undefined || rev === undefined) {
+      throw missing();
+    }
+    const c = await this.#delete(key, rev);
     if (c === undefined) throw missing();
     return c;
   }
@@ -595,9 +575,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     this.#locals.delete(owner);
     st.dropped = true;
     if (this.#sids.get(st.sid) === st) this.#sids.delete(st.sid);
-    if (st.keys.size === 0) return waits;
+    if (st.count === 0) return waits;
     const out = { events: [...waits.events], woken: [...waits.woken] };
-    return Promise.all([...st.keys.values()].map((key) => this.#release(key)))
+    return Promise.all(this.#keys.keysOf(st).map((key) => this.#release(key)))
       .then((changes) => {
         for (const c of changes) merge(out, c);
         return out;
@@ -606,12 +586,12 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
 
   /** Deletes a key of a dropped session; on failure, tries again later. */
   async #release(key: string): Promise<Result<T>> {
-    const known = this.#keys.get(key);
-    if (this.#holders.get(key)?.dropped !== true || known === undefined) {
+    const rev = this.#keys.rev(key);
+    if (this.#keys.holder(key)?.dropped !== true || rev === undefined) {
       return NOTHING;
     }
     try {
-      return await this.#delete(key, known.rev) ?? NOTHING;
+      return await this.#delete(key, rev) ?? NOTHING;
     } catch {
       this.#retry.add(key);
       return NOTHING;
@@ -631,15 +611,14 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   }
 
   #key(host: string, port: number): string {
-    return `${this.#ports}${encodeURIComponent(host)}/${port}`;
+    return this.#keys.key(host, port);
   }
 
-  #same(v: Stored, input: RegistrationInput): boolean {
+  #same(v: Value, input: RegistrationInput): boolean {
     const role = parseRole(input.role);
     const was = parseRole(v.role);
     return was.name === role.name && was.version === role.version &&
-      v.env === input.env &&
-      JSON.stringify(v.meta ?? null) === JSON.stringify(input.meta ?? null);
+      v.env === input.env && sameMeta(v.meta, input.meta);
   }
 
   #value(
@@ -676,7 +655,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     seen: number,
     value: Stored,
   ): Promise<Result<T> | undefined> {
-    const fresh = this.#keys.get(key)?.value?.id !== value.id;
+    const fresh = this.#keys.idAt(key) !== value.id;
     this.#writing.set(value.id, st);
     let r;
     try {
@@ -692,7 +671,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       // was told failed must not appear: free it wherever it turns up.
       if (fresh) {
         this.#abandoned.add(value.id);
-        if (this.#keys.get(key)?.value?.id === value.id) this.#ghost(key);
+        if (this.#keys.idAt(key) === value.id) this.#ghost(key);
       }
       throw err;
     } finally {
@@ -733,8 +712,8 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
 
   /** Deletes the key if its mod revision is still `seen`. */
   async #delete(key: string, seen: number): Promise<Result<T> | undefined> {
-    const v = this.#keys.get(key)?.value;
-    const before = v && this.#reg.holder(v.host, v.port)?.record;
+    const at = this.#keys.held(key) ? this.#keys.where(key) : undefined;
+    const before = at && this.#reg.holder(at.host, at.port)?.record;
     const r = await this.#writes.write({ key, seen, op: "delete" });
     if (!r.succeeded) {
       this.#learnFailed(key, r.revision, r.kv);
@@ -757,7 +736,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       return;
     }
     // gone: the watch's next event of the key is that delete
-    const after = this.#keys.get(key)?.rev ?? 0;
+    const after = this.#keys.rev(key) ?? 0;
     this.#inOrder(rev, this.#learn(key, rev, undefined), { key, after });
   }
 
@@ -771,40 +750,51 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     value: Stored | undefined,
     st?: Local,
   ): Result<T> {
-    const known = this.#keys.get(key);
-    if (known !== undefined && known.rev >= rev) return NOTHING;
+    const known = this.#keys.rev(key);
+    if (known !== undefined && known >= rev) return NOTHING;
     // A write's answer that comes after the watch delivered it and a later
-    // delete (which dropped the key from #keys): stale, not applied.
+    // delete (which made the view forget the key): stale, not applied.
     if (known === undefined && rev < this.#watched) return NOTHING;
-    const prev = known?.value;
-    const holder = this.#holders.get(key);
-    if (holder !== undefined && prev !== undefined) {
-      if (holder.keys.get(prev.id) === key) holder.keys.delete(prev.id);
-      this.#holders.delete(key);
-    }
-    this.#keys.set(key, { rev, value });
-    if (value === undefined) {
+    // What the registry holds at the key's port, if anything.
+    const prev = this.#keys.held(key) ? this.#keys.where(key) : undefined;
+    this.#keys.setHolder(key, undefined);
+    const gone = (): Result<T> => {
       if (prev === undefined) return NOTHING;
-      const h = this.#reg.holder(prev.host, prev.port);
-      if (h === undefined || h.record.id !== prev.id) return NOTHING;
       return this.#reg.evict(prev.host, prev.port);
+    };
+    if (value === undefined) {
+      this.#keys.other(key, rev);
+      return gone();
     }
+    const at = this.#keys.where(key);
+    if (at === undefined || at.host !== value.host || at.port !== value.port) {
+      // a value no seaport wrote (not at its own key)
+      this.#keys.other(key, rev, value);
+      return gone();
+    }
+    let holder: Local | undefined;
+    let ghost = false;
     if (value.server === this.#server) {
       const mine = st ?? this.#writing.get(value.id) ??
         this.#sids.get(value.session);
       if (
         mine !== undefined && !mine.dropped && !this.#abandoned.has(value.id)
       ) {
-        mine.keys.set(value.id, key);
-        this.#holders.set(key, mine);
+        holder = mine;
       } else if (st === undefined) {
         // Written by this server for a session that is gone, or a write
         // that failed without an answer and took effect after all: free it.
-        this.#ghost(key, value);
+        ghost = true;
+      } else if (st.dropped) {
+        // Its answer, for a session that ended meanwhile: held by it, so
+        // that #landed frees it.
+        holder = st;
       }
     }
+    const kind = value.kind ?? "allocate";
+    let c: Result<T>;
     try {
-      return this.#reg.hold(
+      c = this.#reg.hold(
         value.session,
         {
           env: value.env,
@@ -814,23 +804,28 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         },
         value.id,
         value.port,
-        { ready: value.ready === true, kind: value.kind ?? "allocate" },
+        { ready: value.ready === true, kind },
       );
     } catch {
-      return NOTHING; // a value no seaport wrote (a bad role)
+      // a value no seaport wrote (a bad role)
+      this.#keys.other(key, rev, value);
+      return gone();
     }
+    this.#keys.hold(key, rev, kind, holder);
+    if (ghost) this.#ghost(key, value);
+    return c;
   }
 
   /** Frees a key this server wrote for no live session, now or later. */
-  #ghost(key: string, value = this.#keys.get(key)?.value): void {
+  #ghost(
+    key: string,
+    value: Value | undefined = this.#keys.known(key)?.value,
+  ): void {
     if (value === undefined) return;
     this.#abandoned.delete(value.id);
-    const old = this.#holders.get(key);
-    if (old !== undefined) old.keys.delete(value.id);
     const ghost = new Local(value.session);
     ghost.dropped = true;
-    ghost.keys.set(value.id, key);
-    this.#holders.set(key, ghost);
+    this.#keys.setHolder(key, ghost);
     this.#retry.add(key);
     // try at once; on failure the keep-alive tick tries again
     queueMicrotask(() => {
@@ -944,10 +939,10 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       const v = parse(kv.value, this.#strings);
       if (v !== undefined) merge(out, this.#learn(kv.key, kv.modRevision, v));
     }
-    for (const [key, known] of [...this.#keys]) {
-      if (present.has(key) || known.rev > at) continue;
+    for (const [key, rev] of this.#keys.revs()) {
+      if (present.has(key) || rev > at) continue;
       merge(out, this.#learn(key, at, undefined));
-      this.#keys.delete(key);
+      this.#keys.forget(key, at);
     }
     if (at > this.#watched) this.#watched = at;
     this.#reached(at);
@@ -979,16 +974,13 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
             this.#reached(at, key);
             if (ev.type === "put") {
               // this server's own write, learned already: nothing to parse
-              if ((this.#keys.get(key)?.rev ?? 0) < at) {
+              if ((this.#keys.rev(key) ?? 0) < at) {
                 const v = parse(ev.kv.value, this.#strings);
                 if (v !== undefined) this.#emit(this.#learn(key, at, v));
               }
             } else {
               this.#emit(this.#learn(key, at, undefined));
-              const known = this.#keys.get(key);
-              if (known?.value === undefined && known!.rev <= at) {
-                this.#keys.delete(key);
-              }
+              this.#keys.forget(key, at);
             }
             if (at > this.#watched) this.#watched = at;
           }
@@ -1059,7 +1051,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     for (const key of [...this.#retry]) {
       if (this.#closed) return;
       this.#emit(await this.#release(key));
-      if (this.#holders.get(key)?.dropped !== true) this.#retry.delete(key);
+      if (this.#keys.holder(key)?.dropped !== true) this.#retry.delete(key);
     }
   }
 }

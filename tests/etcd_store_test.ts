@@ -211,6 +211,55 @@ test(
       assert.equal((await gone)[0].role, "crash");
     });
 
+    await t.test("connections that end while their registration is being written leave nothing behind, in etcd or on any server", async () => {
+      await using reg = await servers(etcd.endpoints, 2);
+      const n = 10;
+      const shown: string[] = [];
+      const freed: string[] = [];
+      reg.servers[1]!.on("allocate", (r) => shown.push(r.role));
+      reg.servers[1]!.on("free", (r) => freed.push(r.role));
+      const t0 = defaultTransport();
+      const conns = await Promise.all(
+        Array.from(
+          { length: n },
+          () => greeted(t0, reg.servers[0]!.addr!.port),
+        ),
+      );
+      // each asks and goes away at once: its claim is still in flight
+      await Promise.all(conns.map(async (r, i) => {
+        await r.json({ id: 1, op: "allocate", role: `gone${i}`, ready: true });
+        r.close();
+      }));
+      await Promise.all(conns.map((r) => r.closed));
+      await until(() => shown.length === n, "B showing every claim", 3000);
+      await until(() => freed.length === n, "B freeing every claim", 3000);
+      assert.deepEqual(freed.sort(), shown.sort());
+      for (const s of reg.servers) assert.deepEqual(s.query(), []);
+      await using kv = createEtcdClient({ endpoints: etcd.endpoints });
+      const left = await kv.kv.get(`${reg.prefix}ports/`, { prefix: true });
+      assert.deepEqual(left.kvs.map((x) => x.key), []);
+    });
+
+    await t.test("hosts that etcd keys must encode (IPv6 with a zone, a slash, non-ASCII) are shown, marked not ready and freed on every server", async () => {
+      await using reg = await servers(etcd.endpoints, 2);
+      const b = reg.servers[1]!;
+      for (const host of ["fe80::1%eth0", "rack/7", "hôte-ü"]) {
+        const c = reg.client(0, { advertise: host });
+        const shown = next<[ServiceRecord]>(b, "allocate", 3000);
+        const port = await c.service("enc");
+        const [r] = await shown;
+        assert.deepEqual([r.host, r.port], [host, port]);
+        const hidden = next<[ServiceRecord]>(b, "free", 3000);
+        await c.unready(port);
+        assert.equal((await hidden)[0].host, host);
+        const freed = next<[ServiceRecord]>(b, "free", 3000);
+        await c.free(port);
+        assert.equal((await freed)[0].host, host);
+        assert.deepEqual(b.query("enc"), []);
+        await c.close();
+      }
+    });
+
     await t.test("a session that comes back through another server with its hello session id takes its registrations over on the same ports", async () => {
       await using reg = await servers(etcd.endpoints, 2);
       const t0 = defaultTransport();

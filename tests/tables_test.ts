@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { IdTable, PortTable } from "../registry.ts";
+import { IdTable, PortSlots, PortTable } from "../registry.ts";
 
 /** A small deterministic generator, so a failure can be replayed. */
 function random(seed: number): () => number {
@@ -74,6 +74,54 @@ test("PortTable answers like a Map in its sparse and dense forms, ports outside 
         assert.equal(table.get(p), model.get(p), `port ${p} at step ${step}`);
         assert.equal(table.has(p), model.has(p));
       }
+    }
+  }
+});
+
+test("PortSlots keeps a number, a flag and a reference per port like a Map, through growth and shrinking", () => {
+  const rnd = random(5);
+  const table = new PortSlots<string>();
+  type Row = { n: number; flag: boolean; ref: string | undefined };
+  const model = new Map<number, Row>();
+  for (let step = 0; step < 30_000; step++) {
+    // A few hundred ports, in a run and scattered over 1-65535; the working
+    // set swings between empty and full.
+    const phase = Math.floor(step / 3000) % 2 === 0 ? 0.7 : 0.3;
+    const port = rnd() < 0.5
+      ? 10_000 + Math.floor(rnd() * 400)
+      : 1 + Math.floor(rnd() * 65535);
+    const r = rnd();
+    if (r < phase) {
+      const row: Row = {
+        n: 2 ** 40 + step, // past 32 bits: kept exactly
+        flag: rnd() < 0.3,
+        ref: rnd() < 0.5 ? undefined : `r${step % 3}`,
+      };
+      table.set(port, row.n, row.flag, row.ref);
+      model.set(port, row);
+    } else if (r < phase + 0.05) {
+      const ref = rnd() < 0.5 ? undefined : "changed";
+      const row = model.get(port);
+      assert.equal(table.setRef(port, ref), row !== undefined);
+      if (row !== undefined) row.ref = ref;
+    } else {
+      assert.equal(table.delete(port), model.has(port));
+      model.delete(port);
+    }
+    assert.equal(table.size, model.size);
+    if (step % 101 === 0) {
+      for (const [p, row] of model) {
+        assert.equal(table.has(p), true);
+        assert.equal(table.number(p), row.n);
+        assert.equal(table.flag(p), row.flag);
+        assert.equal(table.ref(p), row.ref);
+      }
+      assert.equal(table.has(65536), false);
+      assert.equal(table.number(65536), undefined);
+      assert.deepEqual(
+        new Map(table.entries()),
+        new Map([...model].map(([p, row]) => [p, row.n])),
+      );
     }
   }
 });
