@@ -124,6 +124,7 @@ export class Outbox {
 
   #done(): void {
     this.#writing = false;
+    if (this.#idle.length === 0) return;
     const idle = this.#idle;
     this.#idle = [];
     for (const resolve of idle) resolve();

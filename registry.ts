@@ -934,6 +934,7 @@ export class Registry<O, T = unknown> {
     const waiting = this.#waitersByOwner.get(owner);
     if (waiting !== undefined) {
       for (const w of [...waiting.values()]) this.#dropWaiter(w);
+      this.#waitersByOwner.delete(owner);
     }
     return { events, woken: [] };
   }
@@ -1027,8 +1028,8 @@ export class Registry<O, T = unknown> {
   #dropWaiter(w: Waiter<O, T>): void {
     w.slot.waiters.delete(w);
     this.#release(w.slot);
-    const mine = this.#waitersByOwner.get(w.owner);
-    mine?.delete(w.token);
-    if (mine?.size === 0) this.#waitersByOwner.delete(w.owner);
+    // An owner's map stays while it is empty (it waits again soon, as a
+    // client in a loop of gets does); dropOwner() removes it.
+    this.#waitersByOwner.get(w.owner)?.delete(w.token);
   }
 }

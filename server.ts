@@ -7,6 +7,7 @@
 import { hostname as machineName } from "node:os";
 import { Emitter } from "./_emitter.ts";
 import { importSecret, newNonce, type SecretKey, verify } from "./_auth.ts";
+import { IdMap } from "./_ids.ts";
 import { Outbox } from "./_outbox.ts";
 import { ServerStats } from "./_stats.ts";
 import {
@@ -241,7 +242,7 @@ class Session {
   env = "";
   nonce = "";
   authFailures = 0;
-  gets = new Map<number, GetToken>();
+  gets = new IdMap<GetToken>(8);
   backlog: string[] | undefined;
   /** When it last sent anything (`performance.now()`). */
   lastSeen = performance.now();
