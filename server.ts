@@ -618,12 +618,14 @@ class SeaportServer implements Server {
 
   #publish({ type, record, unready }: RegistryEvent): void {
     let line: string | undefined;
-    for (const [s, env] of this.#subscribers) {
-      if (env !== null && env !== record.env) continue;
-      line ??= encode(
-        unready ? { ev: type, record, unready } : { ev: type, record },
-      );
-      s.outbox.send(line);
+    if (this.#subscribers.size > 0) {
+      for (const [s, env] of this.#subscribers) {
+        if (env !== null && env !== record.env) continue;
+        line ??= encode(
+          unready ? { ev: type, record, unready } : { ev: type, record },
+        );
+        s.outbox.send(line);
+      }
     }
     this.#emitter.emit(type, record, unready === true);
   }
