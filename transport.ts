@@ -122,16 +122,36 @@ const PROC_NET_TCP = ["/proc/net/tcp", "/proc/net/tcp6"] as const;
 export function parseProcNetTcp(text: string, into: Set<number>): boolean {
   // "  sl  local_address rem_address   st ..."
   // "   0: 0100007F:2710 00000000:0000 0A ..."
-  if (!text.trimStart().startsWith("sl")) return false;
-  let at = text.indexOf("\n");
+  // Read in place, without copies of the text or of each port: the table
+  // may have thousands of lines and is read again for every check.
+  let at = 0;
+  while (at < text.length && text.charCodeAt(at) <= 32) at++;
+  if (!text.startsWith("sl", at)) return false;
+  at = text.indexOf("\n", at);
   while (at >= 0 && at < text.length - 1) {
     const colon = text.indexOf(":", text.indexOf(":", at) + 1);
     if (colon < 0) break;
-    const port = parseInt(text.slice(colon + 1, colon + 5), 16);
+    let port = 0;
+    for (let i = colon + 1; i < colon + 5; i++) {
+      const d = hexDigit(text.charCodeAt(i));
+      if (d < 0) {
+        port = 0;
+        break;
+      }
+      port = port * 16 + d;
+    }
     if (port > 0) into.add(port);
     at = text.indexOf("\n", colon);
   }
   return true;
+}
+
+/** The value of a hexadecimal digit's char code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  if (c >= 65 && c <= 70) return c - 55; // A-F
+  if (c >= 97 && c <= 102) return c - 87; // a-f
+  return -1;
 }
 
 /**
