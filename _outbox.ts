@@ -21,10 +21,37 @@ const pool: Uint8Array[] = [];
 const POOL_MAX = 16;
 const BUFFER_BYTES = 16 * 1024;
 
+/** Below this many characters, ASCII is copied by hand (see encodeShort). */
+const SHORT = 512;
+/** A queue that held more lines than this is not kept for the next ones. */
+const QUEUE_KEPT = 64;
+
+/**
+ * Encodes `text` into `buf` (which has room for it), returning the bytes
+ * written. A short ASCII text is copied unit by unit: `encodeInto()` costs
+ * a result object per call, and on Deno a call into the runtime, more than
+ * the copy of a line of a few hundred characters.
+ */
+function encodeShort(text: string, buf: Uint8Array): number {
+  const n = text.length;
+  if (n <= SHORT) {
+    let i = 0;
+    for (; i < n; i++) {
+      const c = text.charCodeAt(i);
+      if (c > 0x7f) break;
+      buf[i] = c;
+    }
+    if (i === n) return n;
+  }
+  return encoder.encodeInto(text, buf).written;
+}
+
 /** Writes lines at once when idle, batched while a write is in flight. */
 export class Outbox {
   #conn: Conn;
+  /** Lines waiting for the write in flight: the first `#count`. */
   #queue: string[] = [];
+  #count = 0;
   #queued = 0;
   #writing = false;
   #dead = false;
@@ -53,7 +80,11 @@ export class Outbox {
   /** Queues one encoded line. */
   send(line: string): void {
     if (this.#dead) return;
-    this.#queue.push(line);
+    if (!this.#writing && line.length <= this.#maxQueued) {
+      this.#write(line); // idle: at once, without the queue
+      return;
+    }
+    this.#queue[this.#count++] = line;
     this.#queued += line.length;
     if (this.#queued > this.#maxQueued) {
       this.#fail(new Error(`more than ${this.#maxQueued} bytes unread`));
@@ -72,6 +103,7 @@ export class Outbox {
     if (this.#dead) return;
     this.#dead = true;
     this.#queue = [];
+    this.#count = 0;
     this.#queued = 0;
     this.#onFail(err);
   }
@@ -83,9 +115,22 @@ export class Outbox {
    */
   #flush(): void {
     const q = this.#queue;
-    const text = q.length === 1 ? q[0]! : q.join("");
-    q.length = 0;
+    const n = this.#count;
+    let text = q[0]!;
+    q[0] = "";
+    for (let i = 1; i < n; i++) {
+      text += q[i]!;
+      q[i] = "";
+    }
+    // The array is kept (emptying it would drop its storage, which the
+    // next lines would allocate again), unless a burst made it large.
+    if (n > QUEUE_KEPT) this.#queue = [];
+    this.#count = 0;
     this.#queued = 0;
+    this.#write(text);
+  }
+
+  #write(text: string): void {
     this.#writing = true;
     // Up to 3 bytes per UTF-16 unit: a short text fits a pooled buffer.
     const buf = text.length * 3 <= BUFFER_BYTES
@@ -97,7 +142,7 @@ export class Outbox {
       written = this.#conn.write(
         buf === undefined
           ? encoder.encode(text)
-          : buf.subarray(0, encoder.encodeInto(text, buf).written),
+          : buf.subarray(0, encodeShort(text, buf)),
       );
     } catch (err) {
       this.#failed(err);
@@ -112,7 +157,7 @@ export class Outbox {
     // Only after a write that completed: a failed one may still be
     // referenced by the runtime.
     if (buf !== undefined && pool.length < POOL_MAX) pool.push(buf);
-    if (this.#queue.length > 0 && !this.#dead) this.#flush();
+    if (this.#count > 0 && !this.#dead) this.#flush();
     else this.#done();
   };
 
@@ -124,6 +169,7 @@ export class Outbox {
 
   #done(): void {
     this.#writing = false;
+    if (this.#idle.length === 0) return;
     const idle = this.#idle;
     this.#idle = [];
     for (const resolve of idle) resolve();

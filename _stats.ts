@@ -37,8 +37,13 @@ export class Histogram {
   observe(v: number): void {
     this.count++;
     this.sum += v;
-    const i = this.bounds.findIndex((b) => v <= b);
-    if (i >= 0) this.counts[i]!++;
+    const bounds = this.bounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (v <= bounds[i]!) {
+        this.counts[i]!++;
+        return;
+      }
+    }
   }
 }
 

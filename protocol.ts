@@ -625,6 +625,10 @@ export class LineSplitter {
     onLine: (line: string | typeof LINE_TOO_LONG) => void,
   ): void {
     let start = 0;
+    if (this.#length === 0 && !this.#discarding) {
+      start = this.#whole(chunk, onLine);
+      if (start === chunk.length) return;
+    }
     const max = this.maxLineBytes;
     while (start <= chunk.length) {
       const nl = chunk.indexOf(10, start);
@@ -669,6 +673,38 @@ export class LineSplitter {
       const line = this.#take(piece.subarray(0, end));
       if (line.length > 0) onLine(line);
     }
+  }
+
+  /**
+   * The fast path for a chunk that starts a line: its complete lines decoded
+   * as one string and cut there (no view and no decode per line). Only when
+   * every byte decoded to one UTF-16 unit (ASCII, or a lone invalid byte), so
+   * that string offsets are byte offsets and each line decodes as it would
+   * alone; otherwise nothing is taken and the bytes go the general way.
+   *
+   * @returns Where the bytes not yet taken start.
+   */
+  #whole(
+    chunk: Uint8Array,
+    onLine: (line: string | typeof LINE_TOO_LONG) => void,
+  ): number {
+    const last = chunk.lastIndexOf(10);
+    if (last < 0) return 0;
+    const text = this.#decoder.decode(
+      last === chunk.length - 1 ? chunk : chunk.subarray(0, last + 1),
+    );
+    if (text.length !== last + 1) return 0;
+    const max = this.maxLineBytes;
+    let start = 0;
+    while (start <= last) {
+      const nl = text.indexOf("\n", start);
+      let end = nl;
+      if (end > start && text.charCodeAt(end - 1) === 13) end--;
+      if (end - start > max) onLine(LINE_TOO_LONG);
+      else if (end > start) onLine(text.slice(start, end));
+      start = nl + 1;
+    }
+    return start;
   }
 
   #overflow(onLine: (line: typeof LINE_TOO_LONG) => void): void {

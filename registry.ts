@@ -944,6 +944,7 @@ export class Registry<O, T = unknown> {
     const waiting = this.#waitersByOwner.get(owner);
     if (waiting !== undefined) {
       for (const w of [...waiting.values()]) this.#dropWaiter(w);
+      this.#waitersByOwner.delete(owner);
     }
     return { events, woken: [] };
   }
@@ -960,12 +961,22 @@ export class Registry<O, T = unknown> {
     const out: ServiceRecord[] = [];
     // Each distinct version is tested once: a role has few versions and many
     // registrations, and semver's test parses the version every time.
-    const seen = new Map<string, boolean>();
+    // The last version tested is kept apart: most roles have one, and then
+    // no map is made.
+    let last: string | undefined;
+    let lastOk = false;
+    let seen: Map<string, boolean> | undefined;
     for (const e of slot.visible.holey) {
       if (e === undefined) continue;
       const v = e.version;
-      let ok = seen.get(v);
-      if (ok === undefined) seen.set(v, ok = matches(p, v));
+      let ok: boolean;
+      if (v === last) ok = lastOk;
+      else {
+        if (last !== undefined) (seen ??= new Map()).set(last, lastOk);
+        ok = seen?.get(v) ?? matches(p, v);
+        last = v;
+        lastOk = ok;
+      }
       if (ok) out.push(e);
     }
     if (memo.size >= MEMO_MAX) memo.clear();
@@ -1037,8 +1048,8 @@ export class Registry<O, T = unknown> {
   #dropWaiter(w: Waiter<O, T>): void {
     w.slot.waiters.delete(w);
     this.#release(w.slot);
-    const mine = this.#waitersByOwner.get(w.owner);
-    mine?.delete(w.token);
-    if (mine?.size === 0) this.#waitersByOwner.delete(w.owner);
+    // An owner's map stays while it is empty (it waits again soon, as a
+    // client in a loop of gets does); dropOwner() removes it.
+    this.#waitersByOwner.get(w.owner)?.delete(w.token);
   }
 }

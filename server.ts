@@ -7,6 +7,7 @@
 import { hostname as machineName } from "node:os";
 import { Emitter } from "./_emitter.ts";
 import { importSecret, newNonce, type SecretKey, verify } from "./_auth.ts";
+import { IdMap } from "./_ids.ts";
 import { Outbox } from "./_outbox.ts";
 import { ServerStats } from "./_stats.ts";
 import {
@@ -242,7 +243,7 @@ class Session {
   env = "";
   nonce = "";
   authFailures = 0;
-  gets = new Map<number, GetToken>();
+  gets = new IdMap<GetToken>(8);
   backlog: string[] | undefined;
   /** When it last sent anything (`performance.now()`). */
   lastSeen = performance.now();
@@ -618,12 +619,14 @@ class SeaportServer implements Server {
 
   #publish({ type, record, unready }: RegistryEvent): void {
     let line: string | undefined;
-    for (const [s, env] of this.#subscribers) {
-      if (env !== null && env !== record.env) continue;
-      line ??= encode(
-        unready ? { ev: type, record, unready } : { ev: type, record },
-      );
-      s.outbox.send(line);
+    if (this.#subscribers.size > 0) {
+      for (const [s, env] of this.#subscribers) {
+        if (env !== null && env !== record.env) continue;
+        line ??= encode(
+          unready ? { ev: type, record, unready } : { ev: type, record },
+        );
+        s.outbox.send(line);
+      }
     }
     this.#emitter.emit(type, record, unready === true);
   }

@@ -122,16 +122,36 @@ const PROC_NET_TCP = ["/proc/net/tcp", "/proc/net/tcp6"] as const;
 export function parseProcNetTcp(text: string, into: Set<number>): boolean {
   // "  sl  local_address rem_address   st ..."
   // "   0: 0100007F:2710 00000000:0000 0A ..."
-  if (!text.trimStart().startsWith("sl")) return false;
-  let at = text.indexOf("\n");
+  // Read in place, without copies of the text or of each port: the table
+  // may have thousands of lines and is read again for every check.
+  let at = 0;
+  while (at < text.length && text.charCodeAt(at) <= 32) at++;
+  if (!text.startsWith("sl", at)) return false;
+  at = text.indexOf("\n", at);
   while (at >= 0 && at < text.length - 1) {
     const colon = text.indexOf(":", text.indexOf(":", at) + 1);
     if (colon < 0) break;
-    const port = parseInt(text.slice(colon + 1, colon + 5), 16);
+    let port = 0;
+    for (let i = colon + 1; i < colon + 5; i++) {
+      const d = hexDigit(text.charCodeAt(i));
+      if (d < 0) {
+        port = 0;
+        break;
+      }
+      port = port * 16 + d;
+    }
     if (port > 0) into.add(port);
     at = text.indexOf("\n", colon);
   }
   return true;
+}
+
+/** The value of a hexadecimal digit's char code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  if (c >= 65 && c <= 70) return c - 55; // A-F
+  if (c >= 97 && c <= 102) return c - 87; // a-f
+  return -1;
 }
 
 /**
@@ -239,36 +259,80 @@ function streamOf(conn: Pick<Conn, "read" | "close">): ReadableStream<
 }
 
 const READ_BUFFER = 64 * 1024;
+/** Views of the read buffer kept per connection, one per recent length. */
+const VIEWS = 8;
+
+/** A promise that is already resolved, for writes done at once. */
+const DONE: Promise<void> = Promise.resolve();
 
 // Deno's own read()/write() with one reused buffer: no per-read allocation,
-// a third of the round-trip time of its Web Streams on loopback.
+// a third of the round-trip time of its Web Streams on loopback. Reads and
+// writes are not async functions and keep their views of the buffer: on
+// the hot path a read or a write costs Deno's own op and one reaction.
 function wrapDenoConn(c: DenoConn): Conn {
   try {
     c.setNoDelay?.(true);
   } catch { /* closed already */ }
   let closed = false;
   let buf: Uint8Array | undefined;
+  const views: Uint8Array[] = [];
+  let nextView = 0;
+  const view = (n: number): Uint8Array => {
+    const b = buf!;
+    if (n === b.length) return b;
+    for (let i = 0; i < views.length; i++) {
+      if (views[i]!.length === n) return views[i]!;
+    }
+    const v = b.subarray(0, n);
+    views[nextView] = v;
+    nextView = (nextView + 1) % VIEWS;
+    return v;
+  };
+  const onRead = (n: number | null) => n === null ? null : view(n);
+  const onReadError = (err: unknown) => {
+    if (closed) return null;
+    throw err;
+  };
+  // The write in flight (one at a time), and what finishes a short one.
+  let writing: Uint8Array | undefined;
+  const rest = async (data: Uint8Array, off: number): Promise<void> => {
+    while (off < data.length) off += await c.write(data.subarray(off));
+  };
+  const onWritten = (n: number): Promise<void> => {
+    const data = writing!;
+    writing = undefined;
+    return n >= data.length ? DONE : rest(data, n);
+  };
+  const onWriteError = (err: unknown): never => {
+    writing = undefined;
+    throw err;
+  };
   let stream: ReadableStream<Uint8Array> | undefined;
   const conn: Conn = {
     localAddr: addrOf(c.localAddr),
     remoteAddr: addrOf(c.remoteAddr),
-    async read() {
-      if (closed) return null;
+    read() {
+      if (closed) return Promise.resolve(null);
       buf ??= new Uint8Array(READ_BUFFER);
       try {
-        const n = await c.read(buf);
-        return n === null ? null : buf.subarray(0, n);
+        return c.read(buf).then(onRead, onReadError);
       } catch (err) {
-        if (closed) return null;
-        throw err;
+        return Promise.resolve().then(() => onReadError(err));
       }
     },
     get readable() {
       return stream ??= streamOf(conn);
     },
-    async write(data) {
-      let off = 0;
-      while (off < data.length) off += await c.write(data.subarray(off));
+    write(data) {
+      if (writing !== undefined) return rest(data, 0); // not the fast path
+      let p: Promise<number>;
+      try {
+        p = c.write(data);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      writing = data;
+      return p.then(onWritten, onWriteError);
     },
     close() {
       if (closed) return;
@@ -384,42 +448,74 @@ function wrapNodeSocket(s: NodeNet.Socket): Conn {
   const chunks: Uint8Array[] = [];
   let ended = false;
   let failure: unknown = undefined;
-  let wake: (() => void) | undefined;
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
+  // The read waiting for the next chunk, if any: a chunk that arrives then
+  // goes straight to it, without the queue.
+  let reader:
+    | { resolve: (c: Uint8Array | null) => void; reject: (e: unknown) => void }
+    | undefined;
+  const settle = () => {
+    const r = reader;
+    if (r === undefined) return;
+    reader = undefined;
+    if (failure !== undefined) r.reject(failure);
+    else r.resolve(null);
   };
   s.on("data", (d: Uint8Array) => {
+    const r = reader;
+    if (r !== undefined && chunks.length === 0) {
+      reader = undefined;
+      r.resolve(d);
+      return;
+    }
     chunks.push(d);
     if (chunks.length >= NODE_QUEUE) s.pause();
-    notify();
   });
   s.on("end", () => {
     ended = true;
-    notify();
+    settle();
   });
   s.on("close", () => {
     ended = true;
-    notify();
+    settle();
   });
   s.on("error", (err) => {
     failure ??= err;
-    notify();
+    settle();
   });
+  const waitFor = (
+    resolve: (c: Uint8Array | null) => void,
+    reject: (e: unknown) => void,
+  ) => {
+    reader = { resolve, reject };
+  };
+  // Writes: one in flight at a time. A write the kernel took at once (the
+  // usual case for a small one on an idle socket) is done when `write()`
+  // returns, and costs no promise of its own; the others wait for their
+  // callback. Callbacks come in the order of the writes.
+  let issued = 0;
+  let completed = 0;
+  let waiting:
+    | { seq: number; resolve: () => void; reject: (e: unknown) => void }
+    | undefined;
+  const onWritten = (err?: Error | null) => {
+    const seq = ++completed;
+    const w = waiting;
+    if (w === undefined || w.seq !== seq) return;
+    waiting = undefined;
+    if (err) w.reject(err);
+    else w.resolve();
+  };
   let stream: ReadableStream<Uint8Array> | undefined;
   const conn: Conn = {
-    async read() {
-      while (true) {
-        const chunk = chunks.shift();
-        if (chunk !== undefined) {
-          if (chunks.length < NODE_QUEUE / 2 && s.isPaused()) s.resume();
-          return chunk;
-        }
-        if (failure !== undefined) throw failure;
-        if (ended) return null;
-        await new Promise<void>((resolve) => wake = resolve);
+    read() {
+      const chunk = chunks.shift();
+      if (chunk !== undefined) {
+        if (chunks.length < NODE_QUEUE / 2 && s.isPaused()) s.resume();
+        return Promise.resolve(chunk);
       }
+      if (failure !== undefined) return Promise.reject(failure);
+      if (ended) return Promise.resolve(null);
+      return new Promise(waitFor);
     },
     get readable() {
       return stream ??= streamOf(conn);
@@ -433,12 +529,16 @@ function wrapNodeSocket(s: NodeNet.Socket): Conn {
       port: s.remotePort ?? 0,
     },
     write(data) {
+      if (s.destroyed) {
+        return Promise.reject(new ConnectionError("The connection is closed"));
+      }
+      const seq = ++issued;
+      s.write(data, onWritten);
+      // Written through at once (nothing buffered, the bytes not kept), or
+      // failed at once, which "error" reports.
+      if (completed >= seq || s.writableLength === 0) return DONE;
       return new Promise((resolve, reject) => {
-        if (s.destroyed) {
-          reject(new ConnectionError("The connection is closed"));
-          return;
-        }
-        s.write(data, (err) => err ? reject(err) : resolve());
+        waiting = { seq, resolve, reject };
       });
     },
     close() {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { IdMap } from "../_ids.ts";
 import type { Outbox } from "../_outbox.ts";
 import {
   ConnectionError,
@@ -83,7 +84,7 @@ export class Requests {
   #report: (err: unknown) => void;
   #outbox: Outbox | undefined;
   #nextId = 1;
-  #pending = new Map<number, Pending>();
+  #pending = new IdMap<Pending>(64);
   #queue: Pending[] = [];
   /** The most items per `batch` this server takes; 0: it has no `batch`. */
   #batchMax = 0;

@@ -46,6 +46,32 @@ test("LineSplitter gives the same lines for random splits", () => {
   }
 });
 
+test("LineSplitter decodes invalid UTF-8 and a BOM line by line, whatever the chunking", () => {
+  // A lone invalid byte, a cut sequence, a BOM at the start of a line (each
+  // line is decoded alone, so each line's BOM is dropped), and ASCII lines.
+  const bytes = Uint8Array.of(
+    ...enc.encode('{"a":1}\n'),
+    0xff,
+    ...enc.encode("x\n"),
+    0xe2,
+    0x82,
+    ...enc.encode("y\r\n"),
+    0xef,
+    0xbb,
+    0xbf,
+    ...enc.encode('{"b":2}\n'),
+  );
+  const want = ['{"a":1}', "\ufffdx", "\ufffdy", '{"b":2}'];
+  assert.deepEqual(split([bytes]), want);
+  for (let at = 1; at < bytes.length; at++) {
+    assert.deepEqual(
+      split([bytes.subarray(0, at), bytes.subarray(at)]),
+      want,
+      `split at ${at}`,
+    );
+  }
+});
+
 test("an over-long line is reported once and the stream stays usable", () => {
   const long = "x".repeat(100);
   for (const chunk of [1, 7, 1000]) {
