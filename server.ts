@@ -897,7 +897,8 @@ class SeaportServer implements Server {
    * before it, a claim of a named port for them when one of them may
    * concern that port (a free, an assume, a claim of the same port or one
    * that picks), and a second change of one registration for the first.
-   * The reply waits for the last.
+   * The reply waits for the last. Items still waiting when the connection
+   * ends are not issued.
    */
   #batch(s: Session, req: BatchRequest): void {
     const items = req.ops;
@@ -928,6 +929,10 @@ class SeaportServer implements Server {
     let anyPort = false;
     let k = 0;
     const issue = (): Promise<unknown> | undefined => {
+      // The connection ended while earlier items were in flight: the store
+      // freed what it held (and frees what those items wrote as they land);
+      // the rest is not written, or it would outlive the connection.
+      if (s.state === State.Closed) return undefined;
       for (; k < n; k++) {
         const item = items[k]!;
         if ("error" in item) {

@@ -38,7 +38,7 @@ import {
   type Watch,
   WriteBatcher,
 } from "./etcd/mod.ts";
-import { RegistryError, SeaportError } from "../errors.ts";
+import { ConnectionError, RegistryError, SeaportError } from "../errors.ts";
 import {
   type ChangeResult,
   DEFAULT_RANGE,
@@ -199,6 +199,8 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   /** Per key: its revision and holder here (the rest is the registry's). */
   readonly #keys: Revisions;
   #locals = new Map<O, Local>();
+  /** Connections that ended: a registration of theirs would outlive them. */
+  #ended = new WeakSet<O>();
   #sids = new Map<string, Local>();
   #inflight = new Map<string, Set<number>>();
   #retry = new Set<string>();
@@ -570,6 +572,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
 
   drop(owner: O): Result<T> | Promise<Result<T>> {
     const waits = this.#reg.dropOwner(owner);
+    this.#ended.add(owner);
     const st = this.#locals.get(owner);
     if (st === undefined) return waits;
     this.#locals.delete(owner);
@@ -601,6 +604,9 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #local(owner: O): Local {
     let st = this.#locals.get(owner);
     if (st === undefined) {
+      if (this.#ended.has(owner)) {
+        throw new ConnectionError("Cannot register: the connection has ended");
+      }
       st = new Local(
         this.#strings.of(owner.sid !== "" ? owner.sid : crypto.randomUUID()),
       );

@@ -225,6 +225,9 @@ async function churn(
         listening = Promise.resolve()
           .then(() => t.listen({ hostname: "127.0.0.1", port: p }))
           .then((l) => void s.listeners.set(p, l));
+        // handled below once the registration is answered, which for a
+        // service() is after its ready: not an unhandled rejection before
+        listening.catch(() => {});
       };
       s.doing = `${persistent ? "service" : "allocate"}("${role}")`;
       const p = await (persistent

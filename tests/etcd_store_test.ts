@@ -240,6 +240,59 @@ test(
       assert.deepEqual(left.kvs.map((x) => x.key), []);
     });
 
+    await t.test("connections that end while their batch's later items wait for its first leave nothing behind, in etcd or on any server", async () => {
+      await using reg = await servers(etcd.endpoints, 2, {
+        range: { "*": [45000, 45999] },
+      });
+      const n = 10;
+      const shown: string[] = [];
+      const freed: string[] = [];
+      reg.servers[1]!.on("allocate", (r) => shown.push(r.role));
+      reg.servers[1]!.on("free", (r) => freed.push(r.role));
+      const t0 = defaultTransport();
+      const conns = await Promise.all(
+        Array.from(
+          { length: n },
+          () => greeted(t0, reg.servers[0]!.addr!.port),
+        ),
+      );
+      // each sends a batch and goes away at once: its allocation that picks
+      // is in flight, its claims by number and its assume wait for it
+      await Promise.all(conns.map(async (r, i) => {
+        const port = 45100 + i * 10;
+        await r.json({
+          id: 1,
+          op: "batch",
+          ops: [
+            { op: "allocate", role: `first${i}`, ready: true },
+            { op: "allocate", role: `named${i}`, port, ready: true },
+            { op: "allocate", role: `named${i}`, port: port + 1, ready: true },
+            { op: "assume", role: `assumed${i}`, port: port + 2 },
+          ],
+        });
+        r.close();
+      }));
+      await Promise.all(conns.map((r) => r.closed));
+      await until(
+        () => freed.length >= n && freed.length === shown.length,
+        "B freeing every claim it showed",
+        3000,
+      );
+      // a write through A after anything those batches could still send:
+      // once B shows it, etcd holds whatever A wrote before it
+      const c = reg.client(0);
+      const port = await c.service("after");
+      await until(() => shown.includes("after"), "B showing it", 3000);
+      assert.deepEqual(freed.sort(), shown.filter((x) => x !== "after").sort());
+      await using kv = createEtcdClient({ endpoints: etcd.endpoints });
+      const left = await kv.kv.get(`${reg.prefix}ports/`, { prefix: true });
+      assert.deepEqual(left.kvs.map((x) => x.key), [
+        `${reg.prefix}ports/127.0.0.1/${port}`,
+      ]);
+      for (const s of reg.servers) assert.deepEqual(ports(s.query()), [port]);
+      await c.close();
+    });
+
     await t.test("hosts that etcd keys must encode (IPv6 with a zone, a slash, non-ASCII) are shown, marked not ready and freed on every server", async () => {
       await using reg = await servers(etcd.endpoints, 2);
       const b = reg.servers[1]!;
