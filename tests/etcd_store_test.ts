@@ -214,23 +214,13 @@ test(
     await t.test("connections that end while their registration is being written leave nothing behind, in etcd or on any server", async () => {
       await using reg = await servers(etcd.endpoints, 2);
       const n = 10;
-      const shown: string[] = [];
-      const freed: string[] = [];
-      reg.servers[1]!.on("allocate", (r) => shown.push(r.role));
-      reg.servers[1]!.on("free", (r) => freed.push(r.role));
-      const t0 = defaultTransport();
-      const conns = await Promise.all(
-        Array.from(
-          { length: n },
-          () => greeted(t0, reg.servers[0]!.addr!.port),
-        ),
-      );
       // each asks and goes away at once: its claim is still in flight
-      await Promise.all(conns.map(async (r, i) => {
-        await r.json({ id: 1, op: "allocate", role: `gone${i}`, ready: true });
-        r.close();
+      const { shown, freed } = await sendAndVanish(reg.servers, n, (i) => ({
+        id: 1,
+        op: "allocate",
+        role: `gone${i}`,
+        ready: true,
       }));
-      await Promise.all(conns.map((r) => r.closed));
       await until(() => shown.length === n, "B showing every claim", 3000);
       await until(() => freed.length === n, "B freeing every claim", 3000);
       assert.deepEqual(freed.sort(), shown.sort());
@@ -245,22 +235,11 @@ test(
         range: { "*": [45000, 45999] },
       });
       const n = 10;
-      const shown: string[] = [];
-      const freed: string[] = [];
-      reg.servers[1]!.on("allocate", (r) => shown.push(r.role));
-      reg.servers[1]!.on("free", (r) => freed.push(r.role));
-      const t0 = defaultTransport();
-      const conns = await Promise.all(
-        Array.from(
-          { length: n },
-          () => greeted(t0, reg.servers[0]!.addr!.port),
-        ),
-      );
       // each sends a batch and goes away at once: its allocation that picks
       // is in flight, its claims by number and its assume wait for it
-      await Promise.all(conns.map(async (r, i) => {
+      const { shown, freed } = await sendAndVanish(reg.servers, n, (i) => {
         const port = 45100 + i * 10;
-        await r.json({
+        return {
           id: 1,
           op: "batch",
           ops: [
@@ -269,10 +248,8 @@ test(
             { op: "allocate", role: `named${i}`, port: port + 1, ready: true },
             { op: "assume", role: `assumed${i}`, port: port + 2 },
           ],
-        });
-        r.close();
-      }));
-      await Promise.all(conns.map((r) => r.closed));
+        };
+      });
       await until(
         () => freed.length >= n && freed.length === shown.length,
         "B freeing every claim it showed",
@@ -948,6 +925,33 @@ test(
     });
   },
 );
+
+/**
+ * `n` raw connections to the first of `servers` that each send `request(i)`
+ * and close at once, closed by the time this resolves; the roles the second
+ * server showed and freed meanwhile, and from then on.
+ */
+async function sendAndVanish(
+  servers: Server[],
+  n: number,
+  request: (i: number) => Record<string, unknown>,
+): Promise<{ shown: string[]; freed: string[] }> {
+  const shown: string[] = [];
+  const freed: string[] = [];
+  servers[1]!.on("allocate", (r) => shown.push(r.role));
+  servers[1]!.on("free", (r) => freed.push(r.role));
+  const t = defaultTransport();
+  const port = servers[0]!.addr!.port;
+  const conns = await Promise.all(
+    Array.from({ length: n }, () => greeted(t, port)),
+  );
+  await Promise.all(conns.map(async (r, i) => {
+    await r.json(request(i));
+    r.close();
+  }));
+  await Promise.all(conns.map((r) => r.closed));
+  return { shown, freed };
+}
 
 /**
  * A server listening on loopback that reaches etcd only through `proxy`,
