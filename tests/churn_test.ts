@@ -78,13 +78,27 @@ async function heap(server: Holder) {
 
 const MiB = (n: number) => `${(n / 2 ** 20).toFixed(2)} MiB`;
 
+/** A registration a client believes it holds. */
+interface Held {
+  role: string;
+  persistent: boolean;
+  /**
+   * Another client's free of this port reached the server while this one
+   * believed it held it: this one was displaced (see `displacing` below) and
+   * is not told.
+   */
+  displaced?: boolean;
+  /** When this client learned it holds the port (a count of the soak's steps). */
+  since: number;
+}
+
 /** One simulated client: what it holds, the listeners serving it. */
 interface Slot {
   client: Ports;
   /** The connection it is on now, to drop it. */
   conn: Conn | undefined;
   /** port → registration, as this client believes it holds them. */
-  held: Map<number, { role: string; persistent: boolean }>;
+  held: Map<number, Held>;
   /** The services' own listeners, by port. */
   listeners: Map<number, Listener>;
   errors: unknown[];
@@ -94,6 +108,8 @@ interface Slot {
   random: () => number;
   /** The server it connects to (its index). */
   at: number;
+  /** How many times its client connected. */
+  connects: number;
 }
 
 /** Heap used + external of every server, after a full GC in each. */
@@ -159,6 +175,7 @@ async function churn(
       doing: "",
       random: prng(seed + slots.length * 7919),
       at: slots.length % addrs.length,
+      connects: 0,
     };
     const transport: Transport = {
       name: t.name,
@@ -171,6 +188,7 @@ async function churn(
     };
     s.client = connect("127.0.0.1", addrs[s.at]!, { transport, ...fast });
     s.client.on("error", (e) => s.errors.push(e));
+    s.client.on("connect", () => s.connects++);
     return s;
   };
   const stopListening = (s: Slot, p: number) => {
@@ -184,6 +202,8 @@ async function churn(
     reconnect: 0,
     drop: 0,
     displaced: 0,
+    /** Displaced, then freed by the client that displaced it. */
+    stranded: 0,
     refused: 0,
   };
   /**
@@ -193,13 +213,17 @@ async function churn(
    * proposal that client checked less than a second before); then the
    * first client's service() re-asserts its port with `assume`, which
    * replaces the holder. The second client still believes it holds the
-   * port (its bind fails: EADDRINUSE; its free() fails: NOT_FOUND).
+   * port (its bind fails: EADDRINUSE; its free() fails: NOT_FOUND); once
+   * the first client frees the port, nobody holds it while the second
+   * still believes it does.
    * Also, a bind probe is a bind for a moment: a client of one server may
    * probe a port (proposed to it there) just as the other server gives it to
    * a service, whose bind then fails. Counted, and allowed only in this
    * shape.
    */
   const displacing = servers.length > 1;
+  /** Orders what the clients learn and ask (see `Held.since`). */
+  let clock = 0;
 
   /** One random operation of one client, awaited to its end. */
   const step = async (s: Slot) => {
@@ -242,12 +266,21 @@ async function churn(
         }
         counts.refused++;
       }
-      s.held.set(p, { role: role.split("@")[0]!, persistent });
+      s.held.set(p, {
+        role: role.split("@")[0]!,
+        persistent,
+        since: ++clock,
+      });
       counts[persistent ? "service" : "allocate"]++;
     } else if (op === "free") {
       const p = pick([...s.held.keys()]);
       s.doing = `free(${p})`;
       stopListening(s, p); // as a service does: it stops, then frees
+      const asked = ++clock;
+      // whether the free reaches the server (not answered by the client
+      // itself, as with a dropped connection)
+      const on = s.client.connected ? s.connects : -1;
+      let freed = true;
       try {
         await s.client.free(p);
       } catch (err) {
@@ -258,6 +291,17 @@ async function churn(
             err.code === "NOT_FOUND")
         ) throw err;
         counts.displaced++;
+        freed = false;
+      }
+      if (displacing && freed && on === s.connects && s.client.connected) {
+        // Its server freed it: a client that believed it held this port
+        // since before (and is not freeing it itself) was displaced.
+        for (const o of slots) {
+          const h = o === s ? undefined : o.held.get(p);
+          if (h !== undefined && h.since < asked && o.doing !== `free(${p})`) {
+            h.displaced = true;
+          }
+        }
       }
       s.held.delete(p);
       counts.free++;
@@ -362,26 +406,32 @@ async function churn(
       10_000,
     );
     await Promise.all(slots.map((s) => s.client.query("none")));
-    let believed = slots.flatMap((s) =>
-      [...s.held].map(([p, h]) => `${h.role}:${p}`)
-    ).sort();
+    const entries = slots.flatMap((s) =>
+      [...s.held].map(([p, h]) => ({ p, x: `${h.role}:${p}`, h }))
+    );
+    let believed = entries.map((e) => e.x).sort();
     if (displacing) {
       // A port two clients believe they hold (displaced, see above): the
-      // registry must hold it for one of the two, and that one counts.
+      // registry must hold it for one of the two, and that one counts. A
+      // port only a displaced client believes it holds (the client that
+      // displaced it freed it since): the registry holds it for nobody, or
+      // for that client if its re-assertion after a later drop took it back.
       const { records } = await query(servers[0]!);
-      const byPort = new Map<number, string[]>();
-      for (const x of believed) {
-        const p = Number(x.split(":")[1]);
-        byPort.set(p, [...(byPort.get(p) ?? []), x]);
-      }
+      const byPort = new Map<number, typeof entries>();
+      for (const e of entries) byPort.set(e.p, [...(byPort.get(e.p) ?? []), e]);
       believed = [];
-      for (const [p, xs] of byPort) {
-        if (xs.length === 1) {
-          believed.push(xs[0]!);
-          continue;
-        }
+      for (const [p, es] of byPort) {
         const held = records.find((r) => r.port === p);
         const x = held && `${held.role}:${p}`;
+        if (es.length === 1) {
+          const e = es[0]!;
+          if (e.h.displaced === true && x === undefined) {
+            counts.displaced++;
+            counts.stranded++;
+          } else believed.push(e.x);
+          continue;
+        }
+        const xs = es.map((e) => e.x);
         assert.ok(
           x !== undefined && xs.includes(x) && xs.length === 2,
           `port ${p}, believed by ${xs.join(", ")}, is held as ${x}`,
@@ -392,7 +442,7 @@ async function churn(
       believed.sort();
     }
     const ops = Object.entries(counts)
-      .filter(([k]) => k !== "displaced" && k !== "refused")
+      .filter(([k]) => !["displaced", "stranded", "refused"].includes(k))
       .map(([k, v]) => `${v} ${k}`);
     console.log(
       `[${label}] churn: ${
@@ -440,7 +490,7 @@ async function churn(
     );
     if (displacing) {
       console.log(
-        `[${label}] churn: ${counts.displaced} displaced, ${counts.refused} binds refused`,
+        `[${label}] churn: ${counts.displaced} displaced (${counts.stranded} of them freed since by the client that displaced them), ${counts.refused} binds refused`,
       );
     }
     assert.deepEqual(unexpected.slice(0, 3), [], `${unexpected.length}`);

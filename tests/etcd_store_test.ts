@@ -887,6 +887,77 @@ test(
       assert.equal((stillHeld.error as { code: string }).code, "PORT_TAKEN");
     });
 
+    await t.test("a service re-asserted with assume displaces what another client got on its port meanwhile; once it frees the port neither holds it, and the displaced client learns it from free()'s NOT_FOUND", async () => {
+      await using reg = await servers(etcd.endpoints, 2, {
+        range: { "*": [44100, 44199] },
+      });
+      const t0 = defaultTransport();
+      const [a, b] = reg.servers.map((s) => s.addr!.port);
+      const hello = { id: 0, op: "hello", v: 1, session: "s-displace-1" };
+      // X's service, through A
+      const first = await raw(t0, a!);
+      await first.json(hello);
+      await first.next();
+      await first.json({
+        id: 1,
+        op: "allocate",
+        role: "svc@1.0.0",
+        ready: true,
+      });
+      const svc = (await first.next()).result as ServiceRecord;
+      // X's connection drops: A frees its port
+      first.close();
+      await first.closed;
+      await until(
+        () => reg.servers.every((s) => s.query("svc").length === 0),
+        "the dropped connection's service freed on both servers",
+      );
+      // meanwhile another client gets the port through B
+      await using y = await greeted(t0, b!);
+      await y.json({
+        id: 1,
+        op: "allocate",
+        role: "other@1.0.0",
+        port: svc.port,
+        ready: true,
+      });
+      const got = (await y.next()).result as ServiceRecord;
+      assert.equal(got.port, svc.port);
+      // X comes back through A and re-asserts its port: it replaces Y's
+      await using second = await raw(t0, a!);
+      await second.json(hello);
+      await second.next();
+      await second.json({
+        id: 1,
+        op: "assume",
+        role: "svc@1.0.0",
+        port: svc.port,
+      });
+      const back = (await second.next()).result as ServiceRecord;
+      assert.equal(back.port, svc.port);
+      for (const s of reg.servers) {
+        await until(
+          () =>
+            s.query("other").length === 0 &&
+            s.query("svc").map((x) => x.id).join() === back.id,
+          "X's service on both servers, Y's gone",
+        );
+      }
+      // X frees it: nobody holds the port, while Y was told nothing
+      await second.json({ id: 2, op: "free", rid: back.id });
+      assert.ok("result" in await second.next());
+      for (const s of reg.servers) {
+        await until(
+          () => s.query("svc").length === 0 && s.query("other").length === 0,
+          "the port free on both servers",
+        );
+      }
+      await y.json({ id: 2, op: "free", rid: got.id });
+      const late = await y.next();
+      assert.equal(late.id, 2, "Y's first message since its allocation");
+      assert.equal((late.error as { code: string }).code, "NOT_FOUND");
+    });
+
     await t.test("a server whose watch delivers nothing still answers its own writes, at most a second late, their events first", async () => {
       await using proxy = await cutProxy(etcd.endpoints[0]!);
       await using reg = await servers(etcd.endpoints, 1);
