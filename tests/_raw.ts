@@ -97,6 +97,18 @@ export type Script = (
 /** A hello answer without authentication. */
 export const HELLO = { v: 1, host: "127.0.0.1", auth: null };
 
+/** The record a fake server answers an `allocate` of `req.role` with. */
+export function fakeRecord(req: Req, port: number) {
+  return {
+    host: "127.0.0.1",
+    port,
+    role: String(req.role).split("@")[0],
+    version: "1.0.0",
+    env: "",
+    id: `x-${port}`,
+  };
+}
+
 /**
  * A fake server that follows `script`, for servers that misbehave the way a
  * stopped process, a vanished host or an overloaded server does.

@@ -19,7 +19,7 @@ import {
   until,
   within,
 } from "./_helpers.ts";
-import { fakeServer, greeted, HELLO, type Req } from "./_raw.ts";
+import { fakeRecord, fakeServer, greeted, HELLO, type Req } from "./_raw.ts";
 
 /** `actual`, with only the keys `expected` names (nested), for comparing. */
 function pick(actual: unknown, expected: unknown): unknown {
@@ -271,14 +271,7 @@ function suite(t: Transport): void {
       seen.push(req.op);
       if (req.op === "hello") return answer(HELLO);
       if (req.op === "allocate") {
-        return answer({
-          host: "127.0.0.1",
-          port: port++,
-          role: String(req.role).split("@")[0],
-          version: "1.0.0",
-          env: "",
-          id: `x-${port}`,
-        });
+        return answer(fakeRecord(req, port++));
       }
       answer({});
     });

@@ -24,7 +24,7 @@ import {
   transports,
   within,
 } from "./_helpers.ts";
-import { fakeServer, HELLO } from "./_raw.ts";
+import { fakeRecord, fakeServer, HELLO } from "./_raw.ts";
 
 type Msg = { [key: string]: unknown };
 
@@ -204,14 +204,7 @@ function suite(t: Transport): void {
           refuse("BAD_REQUEST", `Bad request: unknown operation "peek"`);
         } else if (req.op === "allocate") {
           const port = next++;
-          answer({
-            host: "127.0.0.1",
-            port,
-            role: String(req.role).split("@")[0],
-            version: "1.0.0",
-            env: "",
-            id: `x-${port}`,
-          });
+          answer(fakeRecord(req, port));
         } else answer({});
       });
       const c = connect("127.0.0.1", fake.port, { transport: t });
@@ -361,14 +354,7 @@ function suite(t: Transport): void {
         } else if (req.op === "allocate") {
           claims.push(req);
           const port = typeof req.port === "number" ? req.port : next++;
-          answer({
-            host: "127.0.0.1",
-            port,
-            role: String(req.role).split("@")[0],
-            version: "1.0.0",
-            env: "",
-            id: `x-${port}`,
-          });
+          answer(fakeRecord(req, port));
         } else answer({});
       });
       const c = connect("127.0.0.1", fake.port, { transport: t });
