@@ -224,6 +224,13 @@ test(
       await until(() => shown.length === n, "B showing every claim", 3000);
       await until(() => freed.length === n, "B freeing every claim", 3000);
       assert.deepEqual(freed.sort(), shown.sort());
+      // A frees them itself: B's watch may hear of a delete before A has
+      // the delete's answer
+      await until(
+        () => reg.servers.every((s) => s.query().length === 0),
+        "both views empty",
+        3000,
+      );
       for (const s of reg.servers) assert.deepEqual(s.query(), []);
       await using kv = createEtcdClient({ endpoints: etcd.endpoints });
       const left = await kv.kv.get(`${reg.prefix}ports/`, { prefix: true });
