@@ -58,6 +58,11 @@ export class ServerStats {
    * to handing that get's answer to its connection.
    */
   readonly wakeups: Histogram = new Histogram(WAKEUP_BUCKETS);
+  /**
+   * Registrations of this server's connections that another's change took
+   * away (an `assume` of their port, an eviction), by reason.
+   */
+  readonly lost: Map<string, number> = new Map();
 
   /** Counts a request. */
   request(op: string): void {

@@ -22,6 +22,7 @@ export type ErrorCode =
   | "PORT_TAKEN"
   | "NOT_FOUND"
   | "LIMIT"
+  | "LOST"
   | "UNAVAILABLE"
   | "STORE";
 
@@ -214,12 +215,14 @@ export type RegistryErrorCode =
   | "RANGE_EXHAUSTED"
   | "PORT_TAKEN"
   | "NOT_FOUND"
-  | "LIMIT";
+  | "LIMIT"
+  | "LOST";
 
 /**
  * The registry refused an operation: an invalid role or pattern, an exhausted
  * port range, a port that is taken, a registration that does not exist, or a
- * limit reached.
+ * limit reached; or (`LOST`) a registration this client held was taken away
+ * by another's change (an `assume` of its port, an operator's eviction).
  *
  * @example
  * ```ts
@@ -261,6 +264,7 @@ const REGISTRY_CODES: ReadonlySet<string> = new Set<RegistryErrorCode>([
   "PORT_TAKEN",
   "NOT_FOUND",
   "LIMIT",
+  "LOST",
 ]);
 
 /**

@@ -34,6 +34,11 @@ export interface HelloRequest extends Base {
    * over the session's registrations when it comes back through it.
    */
   readonly session?: string;
+  /**
+   * `true`: tell this connection, with a `lost` event, when another's change
+   * takes away a registration it holds.
+   */
+  readonly lost?: boolean;
 }
 /** `auth`: the HMAC of the server's challenge. */
 export interface AuthRequest extends Base {
@@ -171,8 +176,19 @@ export interface EventMessage {
   readonly unready?: true;
 }
 
+/**
+ * Sent to a connection that asked for it in its hello: a registration it
+ * held was taken away by another's change, an `assume` of its port or an
+ * operator's eviction. It is gone; the client does not assert it again.
+ */
+export interface LostMessage {
+  readonly ev: "lost";
+  readonly record: ServiceRecord;
+  readonly reason: "assume" | "evict";
+}
+
 /** Every message a server may send. */
-export type ServerMessage = Reply | EventMessage;
+export type ServerMessage = Reply | EventMessage | LostMessage;
 
 /** A request that failed validation: the error to send back. */
 export interface Invalid {
@@ -316,6 +332,7 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
         env?: string;
         advertise?: string;
         session?: string;
+        lost?: boolean;
       } = {
         id,
         op,
@@ -339,6 +356,12 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
           );
         }
         r.session = session;
+      }
+      if (o.lost !== undefined) {
+        if (typeof o.lost !== "boolean") {
+          throw new Bad(`"lost" must be a boolean`);
+        }
+        if (o.lost) r.lost = true;
       }
       return r;
     }
@@ -554,6 +577,10 @@ export function parseServerMessage(line: string): ServerMessage | undefined {
   if (!isObject(v)) return undefined;
   if (typeof v.ev === "string") {
     if (!isObject(v.record)) return undefined;
+    if (v.ev === "lost") {
+      if (v.reason !== "assume" && v.reason !== "evict") return undefined;
+      return v as unknown as LostMessage;
+    }
     if (v.ev !== "allocate" && v.ev !== "assume" && v.ev !== "free") {
       return undefined;
     }

@@ -114,6 +114,22 @@ export interface Wakeup<T> {
   readonly records: readonly ServiceRecord[];
 }
 
+/** What took a registration from its holder. */
+export type LostReason = "assume" | "evict";
+
+/**
+ * A registration its holder lost to someone else's change: an `assume` of
+ * its port by another owner, or an eviction. The server tells the holder.
+ */
+export interface Lost {
+  /** Who held it (the owner given when it was made). */
+  readonly owner: unknown;
+  /** The registration, as it was. */
+  readonly record: ServiceRecord;
+  /** What took it: another owner's `assume` of its port, or an `evict`. */
+  readonly reason: LostReason;
+}
+
 /** What a change did. */
 export interface ChangeResult<T> {
   /** The registration made, when the change made one. */
@@ -122,6 +138,8 @@ export interface ChangeResult<T> {
   readonly events: RegistryEvent[];
   /** The waiting gets it satisfied (they are removed from the registry). */
   readonly woken: Wakeup<T>[];
+  /** Registrations their holders lost to this change, if any. */
+  readonly lost?: readonly Lost[];
 }
 
 /** A port range, inclusive at both ends. */
@@ -862,7 +880,8 @@ export class Registry<O, T = unknown> {
 
   /**
    * Registers a role on a port the caller already listens on. Whatever held
-   * that port on that host is replaced (and freed).
+   * that port on that host is replaced (and freed); the result's `lost`
+   * names its holder when that was another owner.
    *
    * @throws {RegistryError} `INVALID_ROLE`.
    */
@@ -876,20 +895,29 @@ export class Registry<O, T = unknown> {
     const t = this.#table(input.host);
     const events: RegistryEvent[] = [];
     const old = t.get(port);
-    if (old !== undefined) this.#remove(old, events);
+    let lost: Lost[] | undefined;
+    if (old !== undefined) {
+      const was = Entry.owner(old);
+      if (was !== owner) lost = [{ owner: was, record: old, reason: "assume" }];
+      this.#remove(old, events);
+    }
     const entry = this.#insert(owner, input, role, port, t);
     if (options.ready === false) {
       Entry.assumed(entry); // not ready yet: `ready` shows it as assumed
-      return { record: entry, events, woken: [] };
+      return lost
+        ? { record: entry, events, woken: [], lost }
+        : { record: entry, events, woken: [] };
     }
     const result = this.#show(entry, "assume");
     events.push(...result.events);
-    return { record: entry, events, woken: result.woken };
+    return lost
+      ? { record: entry, events, woken: result.woken, lost }
+      : { record: entry, events, woken: result.woken };
   }
 
   /**
    * Frees whatever registration holds `port` on `host`, whoever holds it (an
-   * operator's `seaport free`). The holder is not told.
+   * operator's `seaport free`); the result's `lost` names the holder.
    *
    * @throws {RegistryError} `NOT_FOUND` if nothing holds that port.
    */
@@ -903,7 +931,12 @@ export class Registry<O, T = unknown> {
     }
     const events: RegistryEvent[] = [];
     this.#remove(entry, events);
-    return { record: entry, events, woken: [] };
+    const lost = [{
+      owner: Entry.owner(entry),
+      record: entry,
+      reason: "evict" as const,
+    }];
+    return { record: entry, events, woken: [], lost };
   }
 
   /**
@@ -930,7 +963,12 @@ export class Registry<O, T = unknown> {
     }
     const events: RegistryEvent[] = [];
     this.#remove(entry, events);
-    return { record: entry, events, woken: [] };
+    const lost = [{
+      owner: Entry.owner(entry),
+      record: entry,
+      reason: "evict" as const,
+    }];
+    return { record: entry, events, woken: [], lost };
   }
 
   /** Frees everything an owner holds and cancels its waiting gets. */

@@ -44,6 +44,7 @@ import {
   type ChangeResult,
   DEFAULT_RANGE,
   hostPort,
+  type Lost,
   type Meta,
   type RangeOption,
   type RegistrationInput,
@@ -240,6 +241,8 @@ class Session {
   state: State = State.Hello;
   /** The client's session id from its hello (`""`: none). */
   sid = "";
+  /** Said in its hello that it wants `lost` events. */
+  told = false;
   env = "";
   nonce = "";
   authFailures = 0;
@@ -609,11 +612,25 @@ class SeaportServer implements Server {
 
   #apply(change: ChangeResult<GetToken>): void {
     for (const ev of change.events) this.#publish(ev);
+    if (change.lost !== undefined) this.#tellLost(change.lost);
     for (const w of change.woken) {
       const { session, id } = w.token;
       session.gets.delete(id);
       session.records(id, w.records);
       this.#stats.wakeups.observe((performance.now() - this.#started) / 1000);
+    }
+  }
+
+  /**
+   * Tells connections of this server that asked for it (`lost` in their
+   * hello) which of their registrations another's change took away.
+   */
+  #tellLost(lost: readonly Lost[]): void {
+    for (const { owner, record, reason } of lost) {
+      const s = owner as Session;
+      if (!this.#sessions.has(s) || s.state === State.Closed) continue;
+      this.#stats.lost.set(reason, (this.#stats.lost.get(reason) ?? 0) + 1);
+      if (s.told) s.outbox.send(encode({ ev: "lost", record, reason }));
     }
   }
 
@@ -699,6 +716,7 @@ class SeaportServer implements Server {
       }
       s.env = req.env ?? "";
       if (req.session !== undefined) s.sid = req.session;
+      if (req.lost === true) s.told = true;
       if (req.advertise !== undefined) s.host = req.advertise;
       const hello: {
         v: number;
@@ -982,12 +1000,14 @@ class SeaportServer implements Server {
     const finish = () => {
       const events: RegistryEvent[] = [];
       const woken: Wakeup<GetToken>[] = [];
+      let lost: Lost[] | undefined;
       for (const c of changes) {
         if (c === undefined) continue;
         for (const ev of c.events) events.push(ev);
         for (const w of c.woken) woken.push(w);
+        if (c.lost !== undefined) (lost ??= []).push(...c.lost);
       }
-      this.#apply({ events, woken });
+      this.#apply(lost ? { events, woken, lost } : { events, woken });
       if (s.state !== State.Closed) s.reply(req.id, results);
     };
     const pending = issue();

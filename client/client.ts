@@ -48,6 +48,7 @@ class Client implements Ports {
     const report = (err: unknown) => this.#report(err);
     this.#conn = new Connection(endpoints, opts, transport, {
       event: (msg) => this.#subscriptions.event(msg),
+      lost: (msg) => this.#registrations.taken(msg.record, msg.reason),
       up: () => {
         // subscribed first: what a connect listener asks is answered after it
         this.#subscriptions.resubscribe();
@@ -85,6 +86,7 @@ class Client implements Ports {
       this.#proposals,
       probe,
       report,
+      (record, reason) => this.#emitter.emit("lost", record, reason),
     );
     this.#subscriptions = new Subscriptions(
       this.#conn,

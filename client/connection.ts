@@ -19,6 +19,7 @@ import {
   type EventMessage,
   LINE_TOO_LONG,
   LineSplitter,
+  type LostMessage,
   parseServerMessage,
   PROTOCOL_VERSION,
   type ServerMessage,
@@ -39,6 +40,8 @@ import { parseOne, Servers } from "./servers.ts";
 export interface ConnectionEvents {
   /** A server event arrived. */
   event(msg: EventMessage): void;
+  /** The server says a registration of this connection was taken away. */
+  lost(msg: LostMessage): void;
   /** The handshake is done: the connection is up. */
   up(): void;
   /** The connection is down; the requests were told first. */
@@ -298,8 +301,9 @@ export class Connection {
   }
 
   #message(msg: ServerMessage): void {
-    if ("ev" in msg) this.#on.event(msg);
-    else this.requests.answer(msg);
+    if (!("ev" in msg)) this.requests.answer(msg);
+    else if (msg.ev === "lost") this.#on.lost(msg);
+    else this.#on.event(msg);
   }
 
   async #handshake(): Promise<void> {
@@ -307,6 +311,7 @@ export class Connection {
       op: "hello",
       v: PROTOCOL_VERSION,
       session: this.#session,
+      lost: true,
     };
     if (this.#opts.env) (hello as { env?: string }).env = this.#opts.env;
     if (this.#opts.advertise !== undefined) {

@@ -181,6 +181,15 @@ export interface PortsEvents {
    * sees what changed while it was away by comparing (server event).
    */
   resync: (records: ServiceRecord[]) => void;
+  /**
+   * A registration of this client was taken away on the server: another
+   * client's `assume` of its port (`reason` `"assume"`: that one says it
+   * listens there) or an operator's `seaport free` (`"evict"`). It is gone
+   * and not asserted again (a `service()` included: its listener should
+   * stop); a `service()`, `allocate()` or `ready()` still waiting for it
+   * rejects with a `RegistryError` `LOST`.
+   */
+  lost: (record: ServiceRecord, reason: "assume" | "evict") => void;
   /** The connection is up and authenticated. */
   connect: () => void;
   /** The connection was lost; the client reconnects. */

@@ -7,7 +7,7 @@
  * @module
  */
 import { ConnectionError, RegistryError, UnavailableError } from "../errors.ts";
-import type { Meta, ServiceRecord } from "../registry.ts";
+import type { LostReason, Meta, ServiceRecord } from "../registry.ts";
 import {
   checkMeta,
   checkPort,
@@ -34,7 +34,8 @@ interface LocalService {
   onFail: (err: unknown) => void;
   /** Rejects the caller's promise if it is still pending; reports nothing. */
   cancel: (err: unknown) => void;
-  readyWaiters: (() => void)[];
+  /** Callers waiting for it to be visible: told once it is, or is lost. */
+  readyWaiters: { shown: () => void; lost: (err: unknown) => void }[];
   exclude: number[];
   /** Ready as soon as allocated (no `ready` argument in the callback). */
   auto: boolean;
@@ -66,18 +67,63 @@ export class Registrations {
   #proposals: Proposals;
   #probe: boolean;
   #report: (err: unknown) => void;
+  #onLost: (record: ServiceRecord, reason: LostReason) => void;
   #services = new Set<LocalService>();
+  /**
+   * Ids the server said this connection lost before the client knew them
+   * (a `lost` event read while the answer that made it was being probed).
+   */
+  #lostIds = new Map<string, LostReason>();
+  #lostEpoch = 0;
 
   constructor(
     conn: Connection,
     proposals: Proposals,
     probe: boolean,
     report: (err: unknown) => void,
+    onLost: (record: ServiceRecord, reason: LostReason) => void,
   ) {
     this.#conn = conn;
     this.#proposals = proposals;
     this.#probe = probe;
     this.#report = report;
+    this.#onLost = onLost;
+  }
+
+  /**
+   * The server says the registration `record` of this connection was taken
+   * away (`lost` event): it is forgotten, not asserted again; whoever waits
+   * for it gets a `LOST` error, and the client's `lost` event fires.
+   */
+  taken(record: ServiceRecord, reason: LostReason): void {
+    const epoch = this.#conn.epoch;
+    for (const svc of this.#services) {
+      if (svc.rid !== record.id || svc.epoch !== epoch) continue;
+      this.#forget(svc, record, reason);
+      return;
+    }
+    if (this.#lostEpoch !== epoch) this.#lostIds.clear();
+    this.#lostEpoch = epoch;
+    this.#lostIds.set(record.id, reason);
+  }
+
+  #forget(svc: LocalService, record: ServiceRecord, reason: LostReason): void {
+    this.#services.delete(svc);
+    this.#stopRetry(svc);
+    svc.visible = false;
+    const err = new RegistryError(
+      "LOST",
+      `The registration of "${svc.role}" on port ${record.port} was ${
+        reason === "assume"
+          ? "taken by another client's assume of its port"
+          : "freed by an operator"
+      }`,
+    );
+    const waiters = svc.readyWaiters;
+    svc.readyWaiters = [];
+    for (const w of waiters) w.lost(err);
+    svc.cancel(err); // a service() or allocate() not yet settled rejects
+    this.#onLost(record, reason);
   }
 
   /** The connection is up: asserts every registration on it. */
@@ -196,6 +242,15 @@ export class Registrations {
         svc.rid = record.id;
         svc.epoch = epoch;
         svc.record = record;
+        const gone = this.#lostEpoch === epoch
+          ? this.#lostIds.get(record.id)
+          : undefined;
+        if (gone !== undefined) {
+          // taken away while this answer was being probed
+          this.#lostIds.delete(record.id);
+          this.#forget(svc, record, gone);
+          return;
+        }
         const shown = body.op === "assume"
           ? body.ready !== false
           : body.ready === true;
@@ -269,7 +324,7 @@ export class Registrations {
     svc.visible = true;
     const waiters = svc.readyWaiters;
     svc.readyWaiters = [];
-    for (const w of waiters) w();
+    for (const w of waiters) w.shown();
   }
 
   #sendReady(svc: LocalService): void {
@@ -288,6 +343,18 @@ export class Registrations {
           // still waiting, so ask again until it succeeds or is freed.
           this.#later(svc, err, svc.epoch, () => this.#sendReady(svc));
           return;
+        }
+        if (
+          err instanceof RegistryError && err.code === "NOT_FOUND" &&
+          this.#current(svc)
+        ) {
+          // gone from the server (a server that sends no `lost` events):
+          // whoever waits for it is told, rather than left waiting
+          this.#services.delete(svc);
+          const waiters = svc.readyWaiters;
+          svc.readyWaiters = [];
+          for (const w of waiters) w.lost(err);
+          svc.cancel(err);
         }
         this.#report(err);
       },
@@ -349,7 +416,9 @@ export class Registrations {
   /** Asks for `svc` to be visible; resolves once it is. */
   #makeReady(svc: LocalService): Promise<void> {
     if (svc.visible) return Promise.resolve();
-    const done = new Promise<void>((res) => svc.readyWaiters.push(res));
+    const done = new Promise<void>((shown, lost) =>
+      svc.readyWaiters.push({ shown, lost })
+    );
     if (!svc.wantReady) {
       svc.wantReady = true;
       this.#sendReady(svc);
@@ -438,7 +507,7 @@ export class Registrations {
           this.#report(err);
         }
         if (!auto || svc.visible) resolve(port);
-        else ready().then(() => resolve(port));
+        else ready().then(() => resolve(port), reject); // LOST meanwhile
       };
       this.#proposals.wanted();
       this.#services.add(svc);
@@ -498,7 +567,7 @@ export class Registrations {
         epoch: 0,
         wantReady: true,
         visible: false,
-        readyWaiters: [() => resolve(svc.record!)],
+        readyWaiters: [{ shown: () => resolve(svc.record!), lost: reject }],
         onFail: reject,
         cancel: reject,
         onPort: undefined,

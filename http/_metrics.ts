@@ -195,6 +195,12 @@ export function metrics(m: MetricsInput): string {
     counted([], m.stats.errors, "code"),
   );
   w.family(
+    "seaport_registrations_lost_total",
+    "counter",
+    "Registrations of this server's connections another's change took away, by reason",
+    counted(["assume", "evict"], m.stats.lost, "reason"),
+  );
+  w.family(
     "seaport_waiting_gets",
     "gauge",
     "Protocol gets waiting for a match",

@@ -42,11 +42,13 @@ import { ConnectionError, RegistryError, SeaportError } from "../errors.ts";
 import {
   type ChangeResult,
   DEFAULT_RANGE,
+  type Lost,
   parseRole,
   type RangeOption,
   type RegistrationInput,
   Registry,
   type RegistryOptions,
+  type ServiceRecord,
 } from "../registry.ts";
 import type { Store, StoreOwner } from "./mod.ts";
 import {
@@ -150,9 +152,18 @@ function parse(text: string, strings: Strings): Stored | undefined {
   return undefined;
 }
 
-function merge<T>(into: { events: unknown[]; woken: unknown[] }, c: Result<T>) {
+function merge<T>(
+  into: { events: unknown[]; woken: unknown[]; lost?: Lost[] },
+  c: Result<T>,
+) {
   into.events.push(...c.events);
   into.woken.push(...c.woken);
+  if (c.lost !== undefined) (into.lost ??= []).push(...c.lost);
+}
+
+/** Whether a change has anything to tell the server. */
+function telling<T>(c: Result<T>): boolean {
+  return c.events.length > 0 || c.woken.length > 0 || c.lost !== undefined;
 }
 
 const NOTHING = Object.freeze({ events: [], woken: [] });
@@ -203,6 +214,8 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #ended = new WeakSet<O>();
   #sids = new Map<string, Local>();
   #inflight = new Map<string, Set<number>>();
+  /** Keys an operator is freeing through this server now (by count). */
+  #evicting = new Map<string, number>();
   #retry = new Set<string>();
   /**
    * The newest revision the watch (or a resync) delivered: the view has
@@ -529,11 +542,20 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
 
   async evict(host: string, port: number): Promise<Result<T>> {
     const key = this.#key(host, port);
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const known = this.#keys.known(key);
-      if (known?.value === undefined) break;
-      const c = await this.#delete(key, known.rev);
-      if (c !== undefined) return c;
+    // the holder, if a connection of this server, is told (the watch may
+    // deliver the delete before the answer)
+    this.#evicting.set(key, (this.#evicting.get(key) ?? 0) + 1);
+    try {
+      for (let attempt = 0; attempt < 10; attempt++) {
+        const known = this.#keys.known(key);
+        if (known?.value === undefined) break;
+        const c = await this.#delete(key, known.rev);
+        if (c !== undefined) return c;
+      }
+    } finally {
+      const n = this.#evicting.get(key)! - 1;
+      if (n === 0) this.#evicting.delete(key);
+      else this.#evicting.set(key, n);
     }
     throw new RegistryError(
       "NOT_FOUND",
@@ -609,6 +631,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       }
       st = new Local(
         this.#strings.of(owner.sid !== "" ? owner.sid : crypto.randomUUID()),
+        owner,
       );
       this.#locals.set(owner, st);
       this.#sids.set(st.sid, st);
@@ -763,10 +786,18 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     if (known === undefined && rev < this.#watched) return NOTHING;
     // What the registry holds at the key's port, if anything.
     const prev = this.#keys.held(key) ? this.#keys.where(key) : undefined;
+    const was = prev && this.#keys.holder(key);
     this.#keys.setHolder(key, undefined);
     const gone = (): Result<T> => {
       if (prev === undefined) return NOTHING;
-      return this.#reg.evict(prev.host, prev.port);
+      const c = this.#reg.evict(prev.host, prev.port);
+      // a local connection's registration an operator freed through this
+      // server (a delete through another server cannot be told from the end
+      // of this server's lease: that one is not told)
+      const by = was === undefined || was.dropped || !this.#evicting.has(key)
+        ? undefined
+        : "evict";
+      return this.#lostTo(c, was, c.record, by);
     };
     if (value === undefined) {
       this.#keys.other(key, rev);
@@ -778,6 +809,11 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       this.#keys.other(key, rev, value);
       return gone();
     }
+    // a local connection's registration taken by another session's assume
+    const taken = was !== undefined && !was.dropped &&
+        value.session !== was.sid && prev !== undefined
+      ? this.#reg.holder(prev.host, prev.port)?.record
+      : undefined;
     let holder: Local | undefined;
     let ghost = false;
     if (value.server === this.#server) {
@@ -819,7 +855,29 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     }
     this.#keys.hold(key, rev, kind, holder);
     if (ghost) this.#ghost(key, value);
-    return c;
+    return taken === undefined ? c : this.#lostTo(c, was, taken, "assume");
+  }
+
+  /**
+   * `c` with the local connection `was` told it lost `record` (when `by`
+   * says how), and without the registry's own `lost` (its owners are
+   * session ids here, not connections).
+   */
+  #lostTo(
+    c: Result<T>,
+    was: Local | undefined,
+    record: ServiceRecord | undefined,
+    by: Lost["reason"] | undefined,
+  ): Result<T> {
+    const told = was !== undefined && record !== undefined && by !== undefined;
+    if (!told && c.lost === undefined) return c;
+    const out: Result<T> = {
+      ...(c.record !== undefined ? { record: c.record } : {}),
+      events: c.events,
+      woken: c.woken,
+      ...(told ? { lost: [{ owner: was.owner, record, reason: by }] } : {}),
+    };
+    return out;
   }
 
   /** Frees a key this server wrote for no live session, now or later. */
@@ -829,7 +887,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   ): void {
     if (value === undefined) return;
     this.#abandoned.delete(value.id);
-    const ghost = new Local(value.session);
+    const ghost = new Local(value.session, undefined);
     ghost.dropped = true;
     this.#keys.setHolder(key, ghost);
     this.#retry.add(key);
@@ -840,7 +898,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   }
 
   #emit(c: Result<T>): void {
-    if (c.events.length > 0 || c.woken.length > 0) this.#onChange(c);
+    if (telling(c)) this.#onChange(c);
   }
 
   /**
@@ -855,7 +913,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     c: Result<T>,
     gone?: { key: string; after: number },
   ): Promise<void> | undefined {
-    if (c.events.length === 0 && c.woken.length === 0) return undefined;
+    if (!telling(c)) return undefined;
     if (rev <= this.#watched || this.#closed) {
       this.#emit(c);
       return undefined;

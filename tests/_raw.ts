@@ -72,9 +72,13 @@ export async function raw(t: Transport, port: number): Promise<Raw> {
 }
 
 /** Connects and completes the handshake (no secret). */
-export async function greeted(t: Transport, port: number): Promise<Raw> {
+export async function greeted(
+  t: Transport,
+  port: number,
+  fields: Record<string, unknown> = {},
+): Promise<Raw> {
   const r = await raw(t, port);
-  await r.json({ id: 0, op: "hello", v: 1 });
+  await r.json({ id: 0, op: "hello", v: 1, ...fields });
   const hello = await r.next();
   if (!("result" in hello)) throw new Error(JSON.stringify(hello));
   return r;
@@ -85,13 +89,14 @@ export type Req = { id: number; op: string } & { [key: string]: unknown };
 
 /**
  * What a fake server does with each request: answer it, hang up, refuse it
- * with an error, or nothing.
+ * with an error, or nothing; `say` writes any other message (an event).
  */
 export type Script = (
   req: Req,
   answer: (result: unknown) => void,
   hangUp: () => void,
   refuse: (code: string, message: string) => void,
+  say: (message: unknown) => void,
 ) => void;
 
 /** A hello answer without authentication. */
@@ -126,9 +131,9 @@ export async function fakeServer(t: Transport, script: Script) {
         enc.encode(JSON.stringify({ id, error: { code, message } }) + "\n"),
       )
         .catch(() => {});
-    const answer = (id: number) => (result: unknown) =>
-      conn.write(enc.encode(JSON.stringify({ id, result }) + "\n"))
-        .catch(() => {});
+    const say = (message: unknown) =>
+      conn.write(enc.encode(JSON.stringify(message) + "\n")).catch(() => {});
+    const answer = (id: number) => (result: unknown) => say({ id, result });
     try {
       while (true) {
         const { value, done } = await reader.read();
@@ -136,7 +141,13 @@ export async function fakeServer(t: Transport, script: Script) {
         splitter.push(value, (line) => {
           if (line === LINE_TOO_LONG) return;
           const req = JSON.parse(line) as Req;
-          script(req, answer(req.id), () => conn.close(), refuse(req.id));
+          script(
+            req,
+            answer(req.id),
+            () => conn.close(),
+            refuse(req.id),
+            say,
+          );
         });
       }
     } catch { /* closed */ }

@@ -188,6 +188,12 @@ async function churn(
     };
     s.client = connect("127.0.0.1", addrs[s.at]!, { transport, ...fast });
     s.client.on("error", (e) => s.errors.push(e));
+    // displaced (see `displacing` below), and told by its server: it stops
+    s.client.on("lost", (r) => {
+      stopListening(s, r.port);
+      s.held.delete(r.port);
+      counts.lost++;
+    });
     s.client.on("connect", () => s.connects++);
     return s;
   };
@@ -202,6 +208,8 @@ async function churn(
     reconnect: 0,
     drop: 0,
     displaced: 0,
+    /** Displaced, and told so by the server (a `lost` event). */
+    lost: 0,
     /** Displaced, then freed by the client that displaced it. */
     stranded: 0,
     refused: 0,
@@ -490,7 +498,7 @@ async function churn(
     );
     if (displacing) {
       console.log(
-        `[${label}] churn: ${counts.displaced} displaced (${counts.stranded} of them freed since by the client that displaced them), ${counts.refused} binds refused`,
+        `[${label}] churn: ${counts.lost} told they lost a port to another's assume, ${counts.displaced} displaced and not yet told when they freed it (${counts.stranded} of them freed since by the client that displaced them), ${counts.refused} binds refused`,
       );
     }
     assert.deepEqual(unexpected.slice(0, 3), [], `${unexpected.length}`);

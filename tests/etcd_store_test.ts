@@ -894,7 +894,7 @@ test(
       assert.equal((stillHeld.error as { code: string }).code, "PORT_TAKEN");
     });
 
-    await t.test("a service re-asserted with assume displaces what another client got on its port meanwhile; once it frees the port neither holds it, and the displaced client learns it from free()'s NOT_FOUND", async () => {
+    await t.test("a service re-asserted with assume displaces what another client got on its port meanwhile, and its own server tells the displaced client (lost); so it does a client whose port an operator freed through it", async () => {
       await using reg = await servers(etcd.endpoints, 2, {
         range: { "*": [44100, 44199] },
       });
@@ -919,8 +919,12 @@ test(
         () => reg.servers.every((s) => s.query("svc").length === 0),
         "the dropped connection's service freed on both servers",
       );
-      // meanwhile another client gets the port through B
-      await using y = await greeted(t0, b!);
+      // meanwhile another client gets the port through B (and a third holds
+      // another port there)
+      await using y = await greeted(t0, b!, { lost: true });
+      await using w = await greeted(t0, b!, { lost: true });
+      await w.json({ id: 1, op: "allocate", role: "w@1.0.0", ready: true });
+      const wRecord = (await w.next()).result as ServiceRecord;
       await y.json({
         id: 1,
         op: "allocate",
@@ -950,7 +954,26 @@ test(
           "X's service on both servers, Y's gone",
         );
       }
-      // X frees it: nobody holds the port, while Y was told nothing
+      // Y is told, by B, that it lost its registration to an assume
+      const told = await y.next();
+      assert.deepEqual(told, { ev: "lost", record: got, reason: "assume" });
+      // an operator's free of W's port, through B: B tells W
+      await using admin = await greeted(t0, b!);
+      await admin.json({
+        id: 1,
+        op: "evict",
+        host: wRecord.host,
+        port: wRecord.port,
+      });
+      assert.ok("result" in await admin.next());
+      assert.deepEqual(await w.next(), {
+        ev: "lost",
+        record: wRecord,
+        reason: "evict",
+      });
+      await y.json({ id: 9, op: "ping" });
+      assert.equal((await y.next()).id, 9, "Y told nothing more");
+      // X frees it: nobody holds the port, and Y knows it holds nothing
       await second.json({ id: 2, op: "free", rid: back.id });
       assert.ok("result" in await second.next());
       for (const s of reg.servers) {
@@ -961,7 +984,6 @@ test(
       }
       await y.json({ id: 2, op: "free", rid: got.id });
       const late = await y.next();
-      assert.equal(late.id, 2, "Y's first message since its allocation");
       assert.equal((late.error as { code: string }).code, "NOT_FOUND");
     });
 

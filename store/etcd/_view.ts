@@ -47,7 +47,8 @@ export class Local {
   /** How many keys it holds. */
   count = 0;
   dropped = false;
-  constructor(readonly sid: string) {}
+  /** The sid, and the server's connection (told when a key is lost). */
+  constructor(readonly sid: string, readonly owner: unknown) {}
 }
 
 /** What the view reads of the registry. */
