@@ -439,6 +439,27 @@ async function get(p: Parsed, io: Out): Promise<number> {
   }
 }
 
+/**
+ * Resolves when the registration on `port` is taken away (another service's
+ * assume of the port, an operator's free): the server said so.
+ */
+function lostPort(
+  ports: Ports,
+  port: number,
+): Promise<{ lost: "assume" | "evict" }> {
+  return new Promise((resolve) =>
+    ports.on("lost", (r, reason) => {
+      if (r.port === port) resolve({ lost: reason });
+    })
+  );
+}
+
+function lostMessage(role: string, port: number, reason: "assume" | "evict") {
+  return `seaport: ${role} lost port ${port}: ${
+    reason === "assume" ? "another service assumed it" : "an operator freed it"
+  }`;
+}
+
 /** `assume`: registers a running service until stopped. */
 async function assume(p: Parsed, io: Out): Promise<number> {
   const log = (line: string) => io.stderr(line + "\n");
@@ -460,8 +481,11 @@ async function assume(p: Parsed, io: Out): Promise<number> {
         hostPort(first)
       } until this command stops`,
     );
-    await Promise.race([stopped, fatal]); // a fatal error rejects
-    return 0;
+    // a fatal error rejects
+    const end = await Promise.race([stopped, fatal, lostPort(ports, p.port!)]);
+    if (typeof end === "string") return 0;
+    log(lostMessage(p.role!, p.port!, end.lost));
+    return 1;
   } finally {
     remove();
     quiet();
@@ -545,10 +569,22 @@ async function service(p: Parsed, io: Out): Promise<number> {
         );
       },
     });
-    const end = await Promise.race([stopped, fatal, supervision.done]);
+    // Its registration taken away: the command stops, and `service` ends
+    // with 1, for whatever runs it to start it again on a new port.
+    const end = await Promise.race([
+      stopped,
+      fatal,
+      supervision.done,
+      lostPort(ports, port),
+    ]);
     if (typeof end === "string") {
       await supervision.stop(end); // freed once the command has exited
       return 0;
+    }
+    if ("lost" in end) {
+      log(`${lostMessage(p.role!, port, end.lost)}; stopping ${command}`);
+      await supervision.stop("SIGTERM");
+      return 1;
     }
     if (end.error !== undefined) throw end.error;
     return end.code;

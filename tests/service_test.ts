@@ -143,6 +143,29 @@ async function suite(t: TestContext, cli: string[]) {
     assert.ok(await accepts(r!.port));
   });
 
+  await t.test("a service whose port an operator frees stops its command and ends with 1, its port not taken back", async () => {
+    await using reg = await registry();
+    await using svc = start(cli, [
+      reg.address,
+      "service",
+      "web@1.0.0",
+      "--",
+      ...fixtureCommand,
+    ]);
+    const { input } = await svc.line(/"event":"listening"/);
+    const { pid, port } = JSON.parse(input);
+    await reg.event("allocate", false);
+    await reg.ports.evict("127.0.0.1", port);
+    await svc.line(
+      new RegExp(`web@1.0.0 lost port ${port}: an operator freed it`),
+      "stderr",
+    );
+    const { code } = await within(svc.closed, WAIT, "service to end");
+    assert.equal(code, 1);
+    await until(() => !alive(pid), "its command gone", WAIT);
+    assert.deepEqual(await reg.ports.query("web"), [], "not taken back");
+  });
+
   await t.test("a crash-looping command is never listed while nothing listens", async () => {
     await using reg = await registry();
     await using svc = start(cli, [
