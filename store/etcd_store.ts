@@ -90,6 +90,14 @@ export interface EtcdStoreOptions {
    */
   requestTimeout?: number;
   /**
+   * Milliseconds a change this server made (or read after a failed compare)
+   * waits for the watch to deliver it before its events go out and the write
+   * is answered anyway: what a watch that delivers nothing (its member
+   * stopped) adds to a write's answer. Until then every server emits every
+   * change in etcd's revision order. Default: 1000.
+   */
+  watchWait?: number;
+  /**
    * The address (`"host:port"`) clients reach this server at, told to the
    * registry's other servers (under `P/servers/`) and by them to their
    * clients in `hello`'s `servers`. Default: the host the server listens on,
@@ -168,12 +176,8 @@ function telling<T>(c: Result<T>): boolean {
 
 const NOTHING = Object.freeze({ events: [], woken: [] });
 
-/**
- * The longest a change the view applied ahead of the watch waits for it
- * (ms): a watch that delivers nothing for that long (its member stopped)
- * must not hold up the answers of this server's writes.
- */
-const AHEAD_MS = 1000;
+/** The default of the `watchWait` option (ms). */
+const WATCH_WAIT_MS = 1000;
 
 /** A change the view applied before the watch delivered it. */
 interface Ahead<T> {
@@ -202,6 +206,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   readonly #ttl: number;
   readonly #range: RangeOption;
   readonly #onLeaseLost: () => void;
+  readonly #watchWait: number;
   #lease = "";
   /** This server's client address once announced, and its key. */
   #address: { value: string; key: string } | undefined;
@@ -277,6 +282,15 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       );
     }
     this.#ttl = ttl;
+    const wait = options.watchWait ?? WATCH_WAIT_MS;
+    if (typeof wait !== "number" || !Number.isFinite(wait) || wait < 0) {
+      throw new RangeError(
+        `Option "etcd.watchWait" must be a number of milliseconds, 0 or more, got ${
+          String(options.watchWait)
+        }`,
+      );
+    }
+    this.#watchWait = wait;
     this.#etcd = createEtcdClient({
       endpoints: options.endpoints,
       ...(options.requestTimeout !== undefined
@@ -904,7 +918,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   /**
    * Emits a change the view applied ahead of the watch in revision order:
    * at once if the watch has delivered `rev` already, else once it delivers
-   * `rev` (or, for `gone`, that delete), at most {@linkcode AHEAD_MS} later.
+   * `rev` (or, for `gone`, that delete), at most `watchWait` ms later.
    *
    * @returns A promise that resolves once it went out, if it waits.
    */
@@ -925,7 +939,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         this.#aheadKeys.set(gone.key, (this.#aheadKeys.get(gone.key) ?? 0) + 1);
       }
       if (rev < this.#aheadMin) this.#aheadMin = rev;
-      this.#aheadTimer ??= setTimeout(() => this.#overdue(), AHEAD_MS);
+      this.#aheadTimer ??= setTimeout(() => this.#overdue(), this.#watchWait);
     });
   }
 
@@ -970,13 +984,13 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     }
   }
 
-  /** Emits the changes held longer than {@linkcode AHEAD_MS}, in order. */
+  /** Emits the changes held longer than the `watchWait`, in order. */
   #overdue(): void {
     this.#aheadTimer = undefined;
     const now = performance.now();
     let upTo = -Infinity;
     for (const a of this.#ahead) {
-      if (now - a.since >= AHEAD_MS - 1 && a.rev > upTo) upTo = a.rev;
+      if (now - a.since >= this.#watchWait - 1 && a.rev > upTo) upTo = a.rev;
     }
     this.#reached(upTo);
     if (this.#ahead.length > 0) {
@@ -984,7 +998,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
       for (const a of this.#ahead) oldest = Math.min(oldest, a.since);
       this.#aheadTimer = setTimeout(
         () => this.#overdue(),
-        Math.max(1, oldest + AHEAD_MS - now),
+        Math.max(1, oldest + this.#watchWait - now),
       );
     }
   }
