@@ -169,6 +169,13 @@ function merge<T>(
   if (c.lost !== undefined) (into.lost ??= []).push(...c.lost);
 }
 
+/** Adds `by` to the count of `key`, deleting it at 0. */
+function count(counts: Map<string, number>, key: string, by: number): void {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n === 0) counts.delete(key);
+  else counts.set(key, n);
+}
+
 /** Whether a change has anything to tell the server. */
 function telling<T>(c: Result<T>): boolean {
   return c.events.length > 0 || c.woken.length > 0 || c.lost !== undefined;
@@ -221,6 +228,14 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   #inflight = new Map<string, Set<number>>();
   /** Keys an operator is freeing through this server now (by count). */
   #evicting = new Map<string, number>();
+  /** Keys a local connection is freeing now (by count). */
+  #freeing = new Map<string, number>();
+  /**
+   * Registrations of live local connections deleted by no change of this
+   * server, until a keep-alive tells an evict from the end of the lease.
+   */
+  #deleted: { lease: string; lost: Lost }[] = [];
+  #checking = false;
   #retry = new Set<string>();
   /**
    * The newest revision the watch (or a resync) delivered: the view has
@@ -558,7 +573,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     const key = this.#key(host, port);
     // the holder, if a connection of this server, is told (the watch may
     // deliver the delete before the answer)
-    this.#evicting.set(key, (this.#evicting.get(key) ?? 0) + 1);
+    count(this.#evicting, key, 1);
     try {
       for (let attempt = 0; attempt < 10; attempt++) {
         const known = this.#keys.known(key);
@@ -567,9 +582,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
         if (c !== undefined) return c;
       }
     } finally {
-      const n = this.#evicting.get(key)! - 1;
-      if (n === 0) this.#evicting.delete(key);
-      else this.#evicting.set(key, n);
+      count(this.#evicting, key, -1);
     }
     throw new RegistryError(
       "NOT_FOUND",
@@ -601,9 +614,15 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     if (st === undefined || key === undefined || rev === undefined) {
       throw missing();
     }
-    const c = await this.#delete(key, rev);
-    if (c === undefined) throw missing();
-    return c;
+    // its own delete, which the watch may deliver before the answer
+    count(this.#freeing, key, 1);
+    try {
+      const c = await this.#delete(key, rev);
+      if (c === undefined) throw missing();
+      return c;
+    } finally {
+      count(this.#freeing, key, -1);
+    }
   }
 
   drop(owner: O): Result<T> | Promise<Result<T>> {
@@ -805,13 +824,17 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     const gone = (): Result<T> => {
       if (prev === undefined) return NOTHING;
       const c = this.#reg.evict(prev.host, prev.port);
-      // a local connection's registration an operator freed through this
-      // server (a delete through another server cannot be told from the end
-      // of this server's lease: that one is not told)
-      const by = was === undefined || was.dropped || !this.#evicting.has(key)
-        ? undefined
-        : "evict";
-      return this.#lostTo(c, was, c.record, by);
+      if (was === undefined || was.dropped || this.#freeing.has(key)) {
+        return this.#lostTo(c, undefined, undefined, undefined);
+      }
+      // A live local connection's registration, deleted by an operator
+      // (evict) or by the end of this server's lease. Through this server:
+      // an evict. Else it is an evict if the lease is still alive.
+      if (this.#evicting.has(key)) {
+        return this.#lostTo(c, was, c.record, "evict");
+      }
+      if (c.record !== undefined) this.#unexplained(was, c.record);
+      return this.#lostTo(c, undefined, undefined, undefined);
     };
     if (value === undefined) {
       this.#keys.other(key, rev);
@@ -870,6 +893,48 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     this.#keys.hold(key, rev, kind, holder);
     if (ghost) this.#ghost(key, value);
     return taken === undefined ? c : this.#lostTo(c, was, taken, "assume");
+  }
+
+  /**
+   * A live local connection's registration was deleted through another
+   * server: an operator's evict, or the end of this server's lease (then
+   * the keep-alive finds the lease gone and drops the connections, whose
+   * clients assert their registrations again). One keep-alive tells them
+   * apart, for every such delete of a turn; while the lease lives, the
+   * holders are told.
+   */
+  #unexplained(was: Local, record: ServiceRecord): void {
+    // the lease its key was written with (a new one may be granted before
+    // the check)
+    const lost = { owner: was, record, reason: "evict" as const };
+    this.#deleted.push({ lease: this.#lease, lost });
+    if (this.#checking) return;
+    this.#checking = true;
+    void (async () => {
+      while (this.#deleted.length > 0 && !this.#closed) {
+        await Promise.resolve(); // the rest of this turn's deletes
+        const deleted = this.#deleted;
+        this.#deleted = [];
+        const alive = new Map<string, Promise<boolean>>();
+        const told: Lost[] = [];
+        for (const { lease, lost } of deleted) {
+          let check = alive.get(lease);
+          if (check === undefined) {
+            check = this.#etcd.lease.keepAliveOnce(lease)
+              .then(() => true, () => false);
+            alive.set(lease, check);
+          }
+          const st = lost.owner as Local;
+          if (await check && !st.dropped) {
+            told.push({ ...lost, owner: st.owner });
+          }
+        }
+        if (told.length > 0 && !this.#closed) {
+          this.#emit({ events: [], woken: [], lost: told });
+        }
+      }
+      this.#checking = false;
+    })();
   }
 
   /**

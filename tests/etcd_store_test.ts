@@ -894,7 +894,7 @@ test(
       assert.equal((stillHeld.error as { code: string }).code, "PORT_TAKEN");
     });
 
-    await t.test("a service re-asserted with assume displaces what another client got on its port meanwhile, and its own server tells the displaced client (lost); so it does a client whose port an operator freed through it", async () => {
+    await t.test("a service re-asserted with assume displaces what another client got on its port meanwhile, and its own server tells the displaced client (lost); so it does a client whose port an operator freed through the other server", async () => {
       await using reg = await servers(etcd.endpoints, 2, {
         range: { "*": [44100, 44199] },
       });
@@ -957,8 +957,8 @@ test(
       // Y is told, by B, that it lost its registration to an assume
       const told = await y.next();
       assert.deepEqual(told, { ev: "lost", record: got, reason: "assume" });
-      // an operator's free of W's port, through B: B tells W
-      await using admin = await greeted(t0, b!);
+      // an operator's free of W's port, through A: B (its lease alive) tells W
+      await using admin = await greeted(t0, a!);
       await admin.json({
         id: 1,
         op: "evict",

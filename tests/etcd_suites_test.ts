@@ -32,6 +32,7 @@ const SUITES = [
   "cli_commands_test.ts",
   "service_test.ts",
   "batch_test.ts",
+  "lost_test.ts",
 ];
 
 /** Runs one suite file with `deno test`; resolves with its exit code and output. */
