@@ -102,28 +102,42 @@ export class Registrations {
       this.#forget(svc, record, reason);
       return;
     }
+    // its answer may still be on the way (kept only while one is awaited)
+    let awaited = false;
+    for (const svc of this.#services) awaited ||= svc.rid === undefined;
+    if (!awaited) return;
     if (this.#lostEpoch !== epoch) this.#lostIds.clear();
     this.#lostEpoch = epoch;
     this.#lostIds.set(record.id, reason);
   }
 
   #forget(svc: LocalService, record: ServiceRecord, reason: LostReason): void {
+    this.#fail(
+      svc,
+      new RegistryError(
+        "LOST",
+        `The registration of "${svc.role}" on port ${record.port} was ${
+          reason === "assume"
+            ? "taken by another client's assume of its port"
+            : "freed by an operator"
+        }`,
+      ),
+    );
+    this.#onLost(record, reason);
+  }
+
+  /**
+   * `svc` is gone from the server: forgotten, and whoever waits for it (a
+   * `ready()`, a `service()` or `allocate()` not yet settled) gets `err`.
+   */
+  #fail(svc: LocalService, err: unknown): void {
     this.#services.delete(svc);
     this.#stopRetry(svc);
     svc.visible = false;
-    const err = new RegistryError(
-      "LOST",
-      `The registration of "${svc.role}" on port ${record.port} was ${
-        reason === "assume"
-          ? "taken by another client's assume of its port"
-          : "freed by an operator"
-      }`,
-    );
     const waiters = svc.readyWaiters;
     svc.readyWaiters = [];
     for (const w of waiters) w.lost(err);
-    svc.cancel(err); // a service() or allocate() not yet settled rejects
-    this.#onLost(record, reason);
+    svc.cancel(err);
   }
 
   /** The connection is up: asserts every registration on it. */
@@ -350,11 +364,7 @@ export class Registrations {
         ) {
           // gone from the server (a server that sends no `lost` events):
           // whoever waits for it is told, rather than left waiting
-          this.#services.delete(svc);
-          const waiters = svc.readyWaiters;
-          svc.readyWaiters = [];
-          for (const w of waiters) w.lost(err);
-          svc.cancel(err);
+          this.#fail(svc, err);
         }
         this.#report(err);
       },
