@@ -25,6 +25,7 @@
  * @module
  */
 import { spawn, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -279,10 +280,35 @@ async function idle(etcd: EtcdCluster, n: number): Promise<number> {
  * in flight, while two watchers (the two servers' views) read every event.
  * And one txn at a time, timed until a second client's watch sees it.
  */
+/**
+ * CPU time (user + system, ms) a process has used, from `/proc` (Linux), or
+ * `undefined` where it cannot be read.
+ */
+function cpuMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const hz = 100; // USER_HZ, 100 on every Linux build that matters here
+    return (Number(f[11]) + Number(f[12])) * (1000 / hz);
+  } catch {
+    return undefined;
+  }
+}
+
 async function floor(
   etcd: EtcdCluster,
   batch: number,
-): Promise<{ puts: number; txn50: number; ev50: number; ev99: number }> {
+  inflight = 2,
+): Promise<
+  {
+    puts: number;
+    /** etcd's CPU per put, µs (Linux). */
+    etcdUs: number | undefined;
+    txn50: number;
+    ev50: number;
+    ev99: number;
+  }
+> {
   const c = createEtcdClient({ endpoints: etcd.endpoints });
   const other = createEtcdClient({ endpoints: etcd.endpoints });
   const prefix = `/floor${++prefixes}/`;
@@ -320,14 +346,20 @@ async function floor(
     });
   };
   let sent = 0;
+  const pid = etcd.members[0]!.pid;
+  const cpu0 = cpuMs(pid);
   const t0 = performance.now();
-  await Promise.all([0, 1].map(async () => {
+  await Promise.all(Array.from({ length: inflight }, async () => {
     while (sent < FLOOR_PUTS) {
       sent += batch;
       await txnOf(batch);
     }
   }));
   const puts = sent / ((performance.now() - t0) / 1000);
+  const cpu1 = cpuMs(pid);
+  const etcdUs = cpu0 === undefined || cpu1 === undefined
+    ? undefined
+    : (cpu1 - cpu0) * 1000 / sent;
   const txns: number[] = [];
   const events: number[] = [];
   for (let i = 0; i < WAKES; i++) {
@@ -346,6 +378,7 @@ async function floor(
   await other.close();
   return {
     puts,
+    etcdUs,
     txn50: pct(txns, 0.5),
     ev50: pct(events, 0.5),
     ev99: pct(events, 0.99),
@@ -529,10 +562,20 @@ if (import.meta.main) {
         burstMem.toFixed(0),
         burstEtcd.toFixed(0),
       );
+      const us = (x: number | undefined) =>
+        x === undefined ? "" : `, etcd CPU ${x.toFixed(0)} µs a put`;
       say(
         "floor: puts/s of a plain etcd client, txns of 25, two in flight, two watchers",
         "-",
-        f!.puts.toFixed(0),
+        f!.puts.toFixed(0) + us(f!.etcdUs),
+      );
+      const big = await floor(etcd, 100, 4);
+      say(
+        `floor: the same, txns of 100, four in flight (etcd's CPU a put × 10,000/s = ${
+          big.etcdUs === undefined ? "?" : (big.etcdUs / 100).toFixed(2)
+        } of this machine's ${os.cpus().length} cores)`,
+        "-",
+        big.puts.toFixed(0) + us(big.etcdUs),
       );
     }
     if (only.has("query")) {
