@@ -162,6 +162,38 @@ test("get waits for the first match, and exits 1 when --timeout runs out", async
   );
 });
 
+test("an assume whose port an operator frees says so and ends with 1, the port not taken back", async () => {
+  await using reg = await populated();
+  const held = capture();
+  const assuming = main(
+    [reg.address, "assume", "redis@7.2.0", "6391"],
+    held.io,
+  );
+  const check = connect(reg.address);
+  try {
+    await within(check.get("redis"), WAIT, "the assumed service");
+    await until(
+      () => /until this command stops/.test(held.err()),
+      "the assume message",
+      WAIT,
+    );
+    const freed = capture();
+    assert.equal(
+      await main([reg.address, "free", "127.0.0.1:6391"], freed.io),
+      0,
+      freed.err(),
+    );
+    assert.equal(await within(assuming, WAIT, "assume to end"), 1);
+    assert.match(
+      held.err(),
+      /seaport: redis@7\.2\.0 lost port 6391: an operator freed it\n/,
+    );
+    assert.deepEqual(await check.query("redis"), [], "not taken back");
+  } finally {
+    await check.close();
+  }
+});
+
 test("assume registers a running service until stopped, and free takes any registration away", async () => {
   await using reg = await populated();
   const stop = new AbortController();
