@@ -38,6 +38,7 @@ import {
   usage,
   UsageError,
 } from "./_args.ts";
+import type { LostReason } from "./registry.ts";
 import { runtimeVersion } from "./transport.ts";
 
 /** Where {@linkcode main} writes and what it reads; every field is optional. */
@@ -446,7 +447,7 @@ async function get(p: Parsed, io: Out): Promise<number> {
 function lostPort(
   ports: Ports,
   port: number,
-): Promise<{ lost: "assume" | "evict" }> {
+): Promise<{ lost: LostReason }> {
   return new Promise((resolve) =>
     ports.on("lost", (r, reason) => {
       if (r.port === port) resolve({ lost: reason });
@@ -454,7 +455,7 @@ function lostPort(
   );
 }
 
-function lostMessage(role: string, port: number, reason: "assume" | "evict") {
+function lostMessage(role: string, port: number, reason: LostReason) {
   return `seaport: ${role} lost port ${port}: ${
     reason === "assume" ? "another service assumed it" : "an operator freed it"
   }`;

@@ -47,6 +47,7 @@ export type {
 } from "./client.ts";
 export type {
   JsonValue,
+  LostReason,
   Meta,
   PortRange,
   RangeOption,

@@ -6,7 +6,7 @@
  * @module
  */
 import type { WireError } from "./errors.ts";
-import type { JsonValue, Meta, ServiceRecord } from "./registry.ts";
+import type { JsonValue, LostReason, Meta, ServiceRecord } from "./registry.ts";
 
 /** The protocol version spoken by this implementation. */
 export const PROTOCOL_VERSION = 1;
@@ -184,7 +184,7 @@ export interface EventMessage {
 export interface LostMessage {
   readonly ev: "lost";
   readonly record: ServiceRecord;
-  readonly reason: "assume" | "evict";
+  readonly reason: LostReason;
 }
 
 /** Every message a server may send. */

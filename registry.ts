@@ -114,7 +114,20 @@ export interface Wakeup<T> {
   readonly records: readonly ServiceRecord[];
 }
 
-/** What took a registration from its holder. */
+/**
+ * What took a registration from its holder: another client's `assume` of
+ * its port, or an operator's `evict` (`seaport free`).
+ *
+ * @example
+ * ```ts
+ * import { connect, type LostReason } from "./mod.ts";
+ * const ports = connect(9090);
+ * ports.on("lost", (record, reason: LostReason) => {
+ *   console.log(`lost ${record.role} on ${record.port}: ${reason}`);
+ * });
+ * await ports.close();
+ * ```
+ */
 export type LostReason = "assume" | "evict";
 
 /**

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Meta, ServiceRecord } from "../registry.ts";
+import type { LostReason, Meta, ServiceRecord } from "../registry.ts";
 import type { TlsClientOptions, Transport } from "../transport.ts";
 
 /**
@@ -189,7 +189,7 @@ export interface PortsEvents {
    * stop); a `service()`, `allocate()` or `ready()` still waiting for it
    * rejects with a `RegistryError` `LOST`.
    */
-  lost: (record: ServiceRecord, reason: "assume" | "evict") => void;
+  lost: (record: ServiceRecord, reason: LostReason) => void;
   /** The connection is up and authenticated. */
   connect: () => void;
   /** The connection was lost; the client reconnects. */
