@@ -976,12 +976,7 @@ export class Registry<O, T = unknown> {
     }
     const events: RegistryEvent[] = [];
     this.#remove(entry, events);
-    const lost = [{
-      owner: Entry.owner(entry),
-      record: entry,
-      reason: "evict" as const,
-    }];
-    return { record: entry, events, woken: [], lost };
+    return { record: entry, events, woken: [] }; // its own: nothing lost
   }
 
   /** Frees everything an owner holds and cancels its waiting gets. */

@@ -127,6 +127,43 @@ function suite(t: Transport): void {
 
   test(
     name(
+      "a registration its own client frees or drops is not lost: no lost event, none counted",
+    ),
+    async () => {
+      await using s = await serve(t, {
+        http: { port: 0, hostname: "127.0.0.1" },
+      });
+      await using a = await greeted(t, s.port, { lost: true });
+      await a.json({ id: 1, op: "allocate", role: "web@1.0.0", ready: true });
+      const got = await a.next();
+      const record = got.result as ServiceRecord;
+      await a.json({ id: 2, op: "free", rid: record.id });
+      assert.deepEqual(await a.next(), { id: 2, result: record });
+      await a.json({ id: 3, op: "allocate", role: "web@1.0.0", ready: true });
+      assert.equal(
+        (await a.next()).id,
+        3,
+        "the next line answers the next request: no lost event between",
+      );
+      a.close();
+      await a.closed;
+      const admin = s.client();
+      await until(
+        async () => (await admin.query("web")).length === 0,
+        "the dropped registration freed",
+      );
+      const page = await (await fetch(
+        `http://127.0.0.1:${s.server.httpAddr!.port}/metrics`,
+      )).text();
+      assert.doesNotMatch(
+        page,
+        /^seaport_registrations_lost_total\{[^}]*\} [1-9]/m,
+      );
+    },
+  );
+
+  test(
+    name(
       "a lost event read while the client probes its new port: the service() rejects with LOST and is never marked ready",
     ),
     async () => {
