@@ -57,6 +57,11 @@ const OPTIONS = {
     arg: "LO-HI",
     help: "assign ports from LO to HI (default: 10000-20000)",
   },
+  "reuse-delay": {
+    arg: "MS",
+    help:
+      "pass a freed port over for MS (default: 5000): a client whose\nconnection dropped finds its ports free when it is back",
+  },
   tls: { help: "use TLS (a client with the system's CA roots)" },
   cert: { arg: "FILE", help: "serve TLS with this certificate chain (PEM)" },
   key: { arg: "FILE", help: "the private key of --cert (PEM)" },
@@ -185,6 +190,7 @@ and SIGTERM.`,
       "secret-file",
       "host",
       "range",
+      "reuse-delay",
       "cert",
       "key",
       "http",
@@ -418,6 +424,8 @@ export interface Parsed {
   records: boolean;
   host: string | undefined;
   range: [number, number] | undefined;
+  /** `--reuse-delay`, in ms. */
+  reuseDelay: number | undefined;
   /** `--http`: the HTTP side's port. */
   httpPort: number | undefined;
   /** `--http-token` or `$SEAPORT_HTTP_TOKEN`. */
@@ -559,6 +567,7 @@ export function parse(
     records: opts.has("records"),
     host: opts.get("host"),
     range: undefined,
+    reuseDelay: undefined,
     httpPort: undefined,
     httpToken: undefined,
     etcd: undefined,
@@ -619,6 +628,7 @@ export function parse(
         }
         parsed.range = [lo, hi];
       }
+      parsed.reuseDelay = int("reuse-delay", 0);
       const http = opts.get("http");
       if (http !== undefined) {
         parsed.httpPort = integer(http, "--http port", 0, 65535, command);

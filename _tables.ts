@@ -23,6 +23,14 @@ export class PortTable<E> {
   #inRange = 0;
   #map = new Map<number, E>();
   #dense: (E | undefined)[] | undefined;
+  /**
+   * Free ports passed over by picks for a while: just proposed to a client,
+   * and just freed (see {@linkcode Holds}).
+   */
+  #holds: [proposed: Holds | undefined, freed: Holds | undefined] = [
+    undefined,
+    undefined,
+  ];
 
   constructor(low: number, high: number, cursor: number) {
     this.low = low;
@@ -49,8 +57,67 @@ export class PortTable<E> {
     return this.get(port) !== undefined;
   }
 
+  /**
+   * Passes the free `port` over in picks until `until` (a time of the
+   * caller's clock, as `now`), as proposed to a client or as just freed.
+   */
+  hold(port: number, kind: HoldKind, until: number, now: number): void {
+    const i = kind === "proposed" ? 0 : 1;
+    const other = this.#holds[1 - i]; // a port has one hold: the newest
+    if (other?.drop(port) && other.empty) this.#holds[1 - i] = undefined;
+    const h = this.#holds[i] ??= new Holds();
+    h.add(port, until, now);
+    if (h.empty) this.#holds[i] = undefined;
+  }
+
+  /** Whether any port is held (ones whose hold ended may count until pruned). */
+  get holding(): boolean {
+    return this.#holds[0] !== undefined || this.#holds[1] !== undefined;
+  }
+
+  /** Forgets the holds that ended by `now`. */
+  prune(now: number): void {
+    for (let i = 0; i < 2; i++) {
+      const h = this.#holds[i];
+      if (h === undefined) continue;
+      h.prune(now);
+      if (h.empty) this.#holds[i] = undefined;
+    }
+  }
+
+  /** Whether a pick at `now` passes `port` over (see {@linkcode PortTable.hold}). */
+  heldAt(port: number, now: number): boolean {
+    const [proposed, freed] = this.#holds;
+    return (proposed !== undefined && proposed.holds(port, now)) ||
+      (freed !== undefined && freed.holds(port, now));
+  }
+
+  /**
+   * A pick's last resort when every free port of the range is held: the
+   * one freed longest ago, else the one proposed longest ago (not in
+   * `exclude`); `undefined` when none is.
+   */
+  oldestHeld(exclude: ReadonlySet<number> | undefined): number | undefined {
+    for (const h of [this.#holds[1], this.#holds[0]]) {
+      if (h === undefined) continue;
+      for (const port of h.ports()) {
+        if (
+          port >= this.low && port <= this.high && !this.has(port) &&
+          !exclude?.has(port)
+        ) return port;
+      }
+    }
+    return undefined;
+  }
+
   /** Makes `e` the holder of `port` (replacing any). */
   set(port: number, e: E): void {
+    if (this.holding) {
+      for (let i = 0; i < 2; i++) {
+        const h = this.#holds[i];
+        if (h?.drop(port) && h.empty) this.#holds[i] = undefined;
+      }
+    }
     const inside = port >= this.low && port <= this.high;
     if (inside && this.get(port) === undefined) this.#inRange++;
     const d = this.#dense;
@@ -91,6 +158,49 @@ export class PortTable<E> {
       if (e !== undefined) this.#map.set(this.low + i, e);
     }
     this.#dense = undefined;
+  }
+}
+
+/** Why a free port is held back from picks. */
+export type HoldKind = "proposed" | "freed";
+
+/**
+ * Ports held back until a time each, in the order held (one kind of hold
+ * has one length, so they end in that order): the ended ones go from the
+ * front; a port held again moves to the back.
+ */
+class Holds {
+  #until = new Map<number, number>();
+
+  get empty(): boolean {
+    return this.#until.size === 0;
+  }
+
+  add(port: number, until: number, now: number): void {
+    this.#until.delete(port);
+    this.#until.set(port, until);
+    this.prune(now);
+  }
+
+  holds(port: number, now: number): boolean {
+    const until = this.#until.get(port);
+    return until !== undefined && until > now;
+  }
+
+  /** Forgets `port`'s hold (it is taken); whether it had one. */
+  drop(port: number): boolean {
+    return this.#until.delete(port);
+  }
+
+  prune(now: number): void {
+    for (const [port, until] of this.#until) {
+      if (until > now) break;
+      this.#until.delete(port);
+    }
+  }
+
+  ports(): IterableIterator<number> {
+    return this.#until.keys();
   }
 }
 

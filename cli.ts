@@ -209,6 +209,7 @@ async function listen(p: Parsed, io: Out): Promise<number> {
     ...secretOf(p),
     ...etcdOf(p),
     ...(p.range !== undefined ? { range: { "*": p.range } } : {}),
+    ...(p.reuseDelay !== undefined ? { reuseDelay: p.reuseDelay } : {}),
     ...(tls !== undefined ? { tls } : {}),
     ...(p.httpPort !== undefined
       ? {

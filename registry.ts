@@ -8,7 +8,7 @@
  */
 import semver from "npm:semver@7.8.6";
 import { RegistryError } from "./errors.ts";
-import { IdTable, PortTable } from "./_tables.ts";
+import { type HoldKind, IdTable, PortTable } from "./_tables.ts";
 /**
  * The registry's compact indexes (a host's ports, a connection's registrations
  * by id) and the etcd store's (numbers by port), exported for their tests.
@@ -458,6 +458,22 @@ export interface RegistryOptions {
    * that their claims seldom collide.
    */
   start?: number;
+  /**
+   * Milliseconds (by the `now` clock) for which a port that {@linkcode
+   * Registry.peek} proposed is passed over by later picks, so that the
+   * client it was proposed to can take it: picks use it only when every
+   * other free port of the range is held. Default: 0 (not held).
+   */
+  proposalHold?: number;
+  /**
+   * Milliseconds (by the `now` clock) for which a freed port is passed over
+   * by picks, so that a client whose connection dropped finds its ports
+   * free when it comes back, and a port whose process may still be going
+   * is not given to another at once: picks use it only when every other
+   * free port of the range is held (the one held longest first). Default:
+   * 0 (not held).
+   */
+  reuseDelay?: number;
 }
 
 /** What a registration request carries. */
@@ -495,6 +511,16 @@ export function checkRangeOption(range: RangeOption): void {
   }
 }
 
+function holdOption(name: string, v: number | undefined): number {
+  if (v === undefined) return 0;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+    throw new RangeError(
+      `Option "${name}" must be a number of milliseconds, 0 or more, got ${v}`,
+    );
+  }
+  return v;
+}
+
 /**
  * The registry state machine. `O` identifies an owner (a connection), `T` a
  * waiting get. Every method is synchronous and does no I/O.
@@ -512,6 +538,8 @@ export class Registry<O, T = unknown> {
   #now: () => number;
   #start: number;
   #start01: number;
+  #proposalHold: number;
+  #reuseDelay: number;
 
   constructor(options: RegistryOptions = {}) {
     this.#range = options.range ?? { "*": DEFAULT_RANGE };
@@ -526,6 +554,8 @@ export class Registry<O, T = unknown> {
       );
     }
     this.#start01 = start;
+    this.#proposalHold = holdOption("proposalHold", options.proposalHold);
+    this.#reuseDelay = holdOption("reuseDelay", options.reuseDelay);
   }
 
   /**
@@ -610,8 +640,9 @@ export class Registry<O, T = unknown> {
   }
 
   /**
-   * The next free port from the cursor on, moving the cursor past it, or
-   * `undefined` when none is.
+   * The next free port from the cursor on that is not held (just proposed
+   * or freed), moving the cursor past it; when every free port is held, the
+   * one held longest; `undefined` when none is free.
    */
   #nextFree(
     t: HostTable<O, T>,
@@ -619,16 +650,18 @@ export class Registry<O, T = unknown> {
   ): number | undefined {
     const size = t.high - t.low + 1;
     if (t.inRange >= size) return undefined;
+    let now = 0;
+    if (t.holding) t.prune(now = this.#now());
     let p = t.cursor;
     for (let i = 0; i < size; i++) {
       const next = p === t.high ? t.low : p + 1;
-      if (!t.has(p) && !exclude?.has(p)) {
+      if (!t.has(p) && !exclude?.has(p) && !t.heldAt(p, now)) {
         t.cursor = next;
         return p;
       }
       p = next;
     }
-    return undefined;
+    return t.oldestHeld(exclude);
   }
 
   #pickPort(
@@ -710,7 +743,12 @@ export class Registry<O, T = unknown> {
     const slot = this.#slotOf(entry);
     this.#size--;
     const t = this.#hosts.get(record.host);
-    if (t !== undefined && t.get(record.port) === entry) t.delete(record.port);
+    if (t !== undefined && t.get(record.port) === entry) {
+      t.delete(record.port);
+      if (this.#reuseDelay > 0) {
+        this.#hold(t, record.port, "freed", this.#reuseDelay);
+      }
+    }
     const mine = this.#byOwner.get(Entry.owner(entry));
     mine?.delete(entry);
     if (mine?.size === 0) this.#byOwner.delete(Entry.owner(entry));
@@ -762,7 +800,19 @@ export class Registry<O, T = unknown> {
    * can bind the port and then reserves it by number, in one step.
    */
   peek(host: string, exclude?: ReadonlySet<number>): number | undefined {
-    return this.#nextFree(this.#table(host), exclude);
+    const t = this.#table(host);
+    const p = this.#nextFree(t, exclude);
+    if (p !== undefined && this.#proposalHold > 0) {
+      this.#hold(t, p, "proposed", this.#proposalHold);
+    }
+    return p;
+  }
+
+  /** Passes a free port of the range over in picks for `ms`. */
+  #hold(t: HostTable<O, T>, port: number, kind: HoldKind, ms: number): void {
+    if (port < t.low || port > t.high) return; // never picked anyway
+    const now = this.#now();
+    t.hold(port, kind, now + ms, now);
   }
 
   /**

@@ -111,6 +111,23 @@ export interface ServerOptions {
    * Default: 10000.
    */
   timeout?: number;
+  /**
+   * Milliseconds for which a freed port is passed over when ports are
+   * picked, so that a client whose connection dropped finds its ports free
+   * when it comes back (its `service()`s take them again), and a process
+   * that may still be going does not share its port with a newcomer. Only
+   * when every other free port of the range is held is one used, the one
+   * freed longest ago. On the etcd store every server holds the ports it
+   * sees freed. `0` turns it off. Default: 5000.
+   */
+  reuseDelay?: number;
+  /**
+   * Milliseconds for which a port proposed to a client (`peek`, which it
+   * checks and then asks for by number) is passed over when ports are
+   * picked for others, as freed ones are. A client uses a proposal for up to
+   * one second after it checked it. `0` turns it off. Default: 2000.
+   */
+  proposalHold?: number;
   /** Serve TLS with this certificate and key instead of plain TCP. */
   tls?: TlsServerOptions;
   /** The transport to listen with. Default: the runtime's own. */
@@ -341,6 +358,8 @@ class SeaportServer implements Server {
       ...(opts.range !== undefined ? { range: opts.range } : {}),
       newId: idMaker(),
       now: Date.now,
+      reuseDelay: opts.reuseDelay ?? 5000,
+      proposalHold: opts.proposalHold ?? 2000,
     };
     this.#store = opts.etcd === undefined
       ? new MemoryStore(registry)
@@ -889,13 +908,15 @@ class SeaportServer implements Server {
           s.reply(req.id, { port: reg.peek(s.host) ?? null });
           return;
         }
-        // distinct ports: with fewer free than asked, the picks come round
-        // to the first again
+        // distinct ports: with fewer free than asked (or not held), the
+        // picks come round to one already proposed
         const ports: number[] = [];
+        const seen = new Set<number>();
         for (let i = 0; i < req.count; i++) {
           const p = reg.peek(s.host);
-          if (p === undefined || p === ports[0]) break;
+          if (p === undefined || seen.has(p)) break;
           ports.push(p);
+          seen.add(p);
         }
         s.reply(req.id, { ports });
         return;

@@ -4,6 +4,7 @@
  * @module
  */
 import { LINE_TOO_LONG, LineSplitter } from "../protocol.ts";
+import type { ServiceRecord } from "../mod.ts";
 import type { Conn, Transport } from "../transport.ts";
 import { within } from "./_helpers.ts";
 
@@ -82,6 +83,26 @@ export async function greeted(
   const hello = await r.next();
   if (!("result" in hello)) throw new Error(JSON.stringify(hello));
   return r;
+}
+
+/**
+ * Allocates `n` visible ports for `role` on `r`, one request at a time
+ * (ids from `id` on), and asserts that each succeeded.
+ */
+export async function allocateEach(
+  r: Raw,
+  role: string,
+  n: number,
+  id: number,
+): Promise<ServiceRecord[]> {
+  const got: ServiceRecord[] = [];
+  for (let i = 0; i < n; i++) {
+    await r.json({ id: id + i, op: "allocate", role, ready: true });
+    const reply = await r.next();
+    if (!("result" in reply)) throw new Error(JSON.stringify(reply));
+    got.push(reply.result as ServiceRecord);
+  }
+  return got;
 }
 
 /** A request as a fake server sees it. */

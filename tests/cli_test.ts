@@ -103,6 +103,7 @@ test("bad usage prints a message and the usage on stderr and exits 2", async () 
     [["0", "--range", "5-3"], /Invalid range "5-3"/],
     [["0", "--range", "abc"], /Invalid range "abc"/],
     [["0", "--range", "1-70000"], /Invalid range "1-70000"/],
+    [["0", "--reuse-delay", "soon"], /Invalid --reuse-delay "soon"/],
     [["0", "--timeout", "5"], /"--timeout" does not apply to "listen"/],
     [["0", "--secret"], /"--secret" needs a value/],
     [["0", "--bogus"], /Unknown option "--bogus"/],

@@ -33,6 +33,7 @@ const SUITES = [
   "service_test.ts",
   "batch_test.ts",
   "lost_test.ts",
+  "reuse_test.ts",
 ];
 
 /** Runs one suite file with `deno test`; resolves with its exit code and output. */

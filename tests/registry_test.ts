@@ -417,3 +417,93 @@ test("start places the first pick of each host's range", () => {
   assert.equal(r.peek("10.0.0.1"), 5006);
   assert.throws(() => new Registry({ start: 1 }), RangeError);
 });
+
+test("a proposed port is passed over by picks for proposalHold, then picked again; a taken one is no longer held", () => {
+  let now = 1_000_000;
+  const r = new Registry<string>({
+    range: { "*": [5000, 5003] },
+    now: () => now,
+    proposalHold: 2000,
+  });
+  assert.equal(r.peek("h"), 5000);
+  assert.equal(r.peek("h"), 5001);
+  assert.equal(r.peek("h"), 5002);
+  // the pick wraps round: 5000 to 5002 are still held for their clients
+  assert.equal(r.allocate("o", input("web", "h")).port, 5003);
+  now += 1000;
+  assert.equal(r.peek("h"), 5000, "every free port held: the oldest proposal");
+  now += 999;
+  assert.equal(r.allocate("o", input("web", "h"), { port: 5001 }).port, 5001);
+  now += 1;
+  // 5002's hold ended; 5000 was proposed again 1 s after the others
+  assert.equal(r.peek("h"), 5002);
+  r.free("o", { host: "h", port: 5001 });
+  assert.equal(
+    r.peek("h"),
+    5001,
+    "taken, then freed: not held (no reuseDelay)",
+  );
+});
+
+test("a freed port is passed over by picks for reuseDelay, before any proposed one is used again", () => {
+  let now = 0;
+  const r = new Registry<string>({
+    range: { "*": [5000, 5004] },
+    now: () => now,
+    reuseDelay: 5000,
+    proposalHold: 2000,
+  });
+  const a = r.allocate("o", input("web", "h"));
+  const b = r.allocate("p", input("web", "h"));
+  assert.deepEqual([a.port, b.port], [5000, 5001]);
+  r.free("o", { id: a.id });
+  r.dropOwner("p"); // a dropped connection's ports are held the same
+  assert.equal(r.allocate("q", input("db", "h")).port, 5002);
+  assert.equal(r.peek("h"), 5003);
+  assert.equal(r.peek("h"), 5004);
+  // every free port held: the one freed longest ago, not a proposed one
+  assert.equal(r.peek("h"), 5000);
+  assert.equal(r.peek("h"), 5001);
+  assert.equal(r.peek("h"), 5003, "then the proposal held longest");
+  // a client back within the delay takes its port again by number
+  assert.equal(r.assume("p", input("web", "h"), 5001).record?.port, 5001);
+  now += 2000; // the proposals' holds end: picks go round from where they were
+  assert.equal(r.allocate("q", input("db", "h")).port, 5000);
+  assert.equal(r.allocate("q", input("db", "h")).port, 5003);
+  assert.equal(r.allocate("q", input("db", "h")).port, 5004);
+  assert.equal(r.peek("h"), undefined, "full: holds never make a port up");
+  assert.throws(
+    () => r.allocate("q", input("db", "h")),
+    (err: unknown) =>
+      err instanceof RegistryError && err.code === "RANGE_EXHAUSTED",
+  );
+});
+test("a freed port comes back into picks when its reuseDelay ends", () => {
+  let now = 0;
+  const r = new Registry<string>({
+    range: { "*": [5000, 5003] },
+    now: () => now,
+    reuseDelay: 5000,
+  });
+  for (let i = 0; i < 4; i++) r.allocate("o", input("web", "h"));
+  r.free("o", { host: "h", port: 5003 });
+  now = 1000;
+  r.free("o", { host: "h", port: 5000 });
+  now = 5000; // 5003's delay is over, 5000's is not: the pick passes it
+  assert.equal(r.allocate("o", input("web", "h")).port, 5003);
+  now = 6000;
+  assert.equal(r.allocate("o", input("web", "h")).port, 5000);
+});
+
+test("proposalHold and reuseDelay must be 0 or more milliseconds", () => {
+  for (const v of [-1, NaN, Infinity, "5" as unknown as number]) {
+    assert.throws(
+      () => new Registry({ reuseDelay: v }),
+      /Option "reuseDelay" must be a number of milliseconds, 0 or more/,
+    );
+    assert.throws(
+      () => new Registry({ proposalHold: v }),
+      /Option "proposalHold" must be a number of milliseconds, 0 or more/,
+    );
+  }
+});
