@@ -23,14 +23,10 @@ export class PortTable<E> {
   #inRange = 0;
   #map = new Map<number, E>();
   #dense: (E | undefined)[] | undefined;
-  /**
-   * Free ports passed over by picks for a while: just proposed to a client,
-   * and just freed (see {@linkcode Holds}).
-   */
-  #holds: [proposed: Holds | undefined, freed: Holds | undefined] = [
-    undefined,
-    undefined,
-  ];
+  /** Free ports just proposed to a client, passed over by picks a while. */
+  #proposed: Holds | undefined;
+  /** Free ports just freed, passed over by picks a while. */
+  #freed: Holds | undefined;
 
   constructor(low: number, high: number, cursor: number) {
     this.low = low;
@@ -62,34 +58,33 @@ export class PortTable<E> {
    * caller's clock, as `now`), as proposed to a client or as just freed.
    */
   hold(port: number, kind: HoldKind, until: number, now: number): void {
-    const i = kind === "proposed" ? 0 : 1;
-    const other = this.#holds[1 - i]; // a port has one hold: the newest
-    if (other?.drop(port) && other.empty) this.#holds[1 - i] = undefined;
-    const h = this.#holds[i] ??= new Holds();
-    h.add(port, until, now);
-    if (h.empty) this.#holds[i] = undefined;
+    // a port has one hold, the newest
+    if (kind === "proposed") {
+      if (this.#freed?.drop(port) && this.#freed.empty) this.#freed = undefined;
+      (this.#proposed ??= new Holds()).add(port, until, now);
+    } else {
+      if (this.#proposed?.drop(port) && this.#proposed.empty) {
+        this.#proposed = undefined;
+      }
+      (this.#freed ??= new Holds()).add(port, until, now);
+    }
   }
 
   /** Whether any port is held (ones whose hold ended may count until pruned). */
   get holding(): boolean {
-    return this.#holds[0] !== undefined || this.#holds[1] !== undefined;
+    return this.#proposed !== undefined || this.#freed !== undefined;
   }
 
   /** Forgets the holds that ended by `now`. */
   prune(now: number): void {
-    for (let i = 0; i < 2; i++) {
-      const h = this.#holds[i];
-      if (h === undefined) continue;
-      h.prune(now);
-      if (h.empty) this.#holds[i] = undefined;
-    }
+    if (this.#proposed?.prune(now)) this.#proposed = undefined;
+    if (this.#freed?.prune(now)) this.#freed = undefined;
   }
 
   /** Whether a pick at `now` passes `port` over (see {@linkcode PortTable.hold}). */
   heldAt(port: number, now: number): boolean {
-    const [proposed, freed] = this.#holds;
-    return (proposed !== undefined && proposed.holds(port, now)) ||
-      (freed !== undefined && freed.holds(port, now));
+    return this.#proposed?.holds(port, now) === true ||
+      this.#freed?.holds(port, now) === true;
   }
 
   /**
@@ -98,7 +93,7 @@ export class PortTable<E> {
    * `exclude`); `undefined` when none is.
    */
   oldestHeld(exclude: ReadonlySet<number> | undefined): number | undefined {
-    for (const h of [this.#holds[1], this.#holds[0]]) {
+    for (const h of [this.#freed, this.#proposed]) {
       if (h === undefined) continue;
       for (const port of h.ports()) {
         if (
@@ -112,12 +107,10 @@ export class PortTable<E> {
 
   /** Makes `e` the holder of `port` (replacing any). */
   set(port: number, e: E): void {
-    if (this.holding) {
-      for (let i = 0; i < 2; i++) {
-        const h = this.#holds[i];
-        if (h?.drop(port) && h.empty) this.#holds[i] = undefined;
-      }
+    if (this.#proposed?.drop(port) && this.#proposed.empty) {
+      this.#proposed = undefined;
     }
+    if (this.#freed?.drop(port) && this.#freed.empty) this.#freed = undefined;
     const inside = port >= this.low && port <= this.high;
     if (inside && this.get(port) === undefined) this.#inRange++;
     const d = this.#dense;
@@ -171,6 +164,8 @@ export type HoldKind = "proposed" | "freed";
  */
 class Holds {
   #until = new Map<number, number>();
+  /** When the ended holds were last forgotten. */
+  #pruned = -Infinity;
 
   get empty(): boolean {
     return this.#until.size === 0;
@@ -192,11 +187,18 @@ class Holds {
     return this.#until.delete(port);
   }
 
-  prune(now: number): void {
+  /**
+   * Forgets the holds that ended by `now`, at most every 100 ms (one that
+   * ended holds nothing meanwhile); whether none is left.
+   */
+  prune(now: number): boolean {
+    if (now - this.#pruned < 100) return false;
+    this.#pruned = now;
     for (const [port, until] of this.#until) {
       if (until > now) break;
       this.#until.delete(port);
     }
+    return this.#until.size === 0;
   }
 
   ports(): IterableIterator<number> {

@@ -650,12 +650,13 @@ export class Registry<O, T = unknown> {
   ): number | undefined {
     const size = t.high - t.low + 1;
     if (t.inRange >= size) return undefined;
-    let now = 0;
-    if (t.holding) t.prune(now = this.#now());
+    const holding = t.holding;
+    const now = holding ? this.#now() : 0;
+    if (holding) t.prune(now);
     let p = t.cursor;
     for (let i = 0; i < size; i++) {
       const next = p === t.high ? t.low : p + 1;
-      if (!t.has(p) && !exclude?.has(p) && !t.heldAt(p, now)) {
+      if (!t.has(p) && !exclude?.has(p) && !(holding && t.heldAt(p, now))) {
         t.cursor = next;
         return p;
       }
