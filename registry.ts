@@ -647,11 +647,12 @@ export class Registry<O, T = unknown> {
   #nextFree(
     t: HostTable<O, T>,
     exclude: ReadonlySet<number> | undefined,
+    at?: number,
   ): number | undefined {
     const size = t.high - t.low + 1;
     if (t.inRange >= size) return undefined;
     const holding = t.holding;
-    const now = holding ? this.#now() : 0;
+    const now = holding ? at ?? this.#now() : 0;
     if (holding) t.prune(now);
     let p = t.cursor;
     for (let i = 0; i < size; i++) {
@@ -804,9 +805,31 @@ export class Registry<O, T = unknown> {
     const t = this.#table(host);
     const p = this.#nextFree(t, exclude);
     if (p !== undefined && this.#proposalHold > 0) {
-      this.#hold(t, p, "proposed", this.#proposalHold);
+      const now = this.#now();
+      t.hold(p, "proposed", now + this.#proposalHold, now);
     }
     return p;
+  }
+
+  /**
+   * Proposes up to `count` distinct free ports on `host`, as many
+   * {@linkcode Registry.peek}s would: fewer when fewer are free, or when the
+   * picks come round to one already proposed.
+   */
+  peekMany(host: string, count: number): number[] {
+    const t = this.#table(host);
+    const hold = this.#proposalHold;
+    const now = this.#now(); // one clock read for the batch
+    const ports: number[] = [];
+    const seen = new Set<number>();
+    for (let i = 0; i < count; i++) {
+      const p = this.#nextFree(t, undefined, now);
+      if (p === undefined || seen.has(p)) break;
+      ports.push(p);
+      seen.add(p);
+      if (hold > 0) t.hold(p, "proposed", now + hold, now);
+    }
+    return ports;
   }
 
   /** Passes a free port of the range over in picks for `ms`. */

@@ -908,16 +908,7 @@ class SeaportServer implements Server {
           s.reply(req.id, { port: reg.peek(s.host) ?? null });
           return;
         }
-        // distinct ports: with fewer free than asked (or not held), the
-        // picks come round to one already proposed
-        const ports: number[] = [];
-        const seen = new Set<number>();
-        for (let i = 0; i < req.count; i++) {
-          const p = reg.peek(s.host);
-          if (p === undefined || seen.has(p)) break;
-          ports.push(p);
-          seen.add(p);
-        }
+        const ports = reg.peekMany(s.host, req.count);
         s.reply(req.id, { ports });
         return;
       }

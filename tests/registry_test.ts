@@ -507,3 +507,17 @@ test("proposalHold and reuseDelay must be 0 or more milliseconds", () => {
     );
   }
 });
+
+test("peekMany proposes distinct ports, fewer when fewer are free, each held as one peek holds it", () => {
+  const r = new Registry<string>({
+    range: { "*": [5000, 5003] },
+    now: () => 0,
+    proposalHold: 2000,
+  });
+  r.allocate("o", input("web", "h")); // 5000
+  assert.deepEqual(r.peekMany("h", 10), [5001, 5002, 5003]);
+  assert.deepEqual(r.peekMany("h", 2), [5001, 5002], "all held: oldest first");
+  const plain = new Registry<string>({ range: { "*": [5000, 5001] } });
+  assert.deepEqual(plain.peekMany("h", 5), [5000, 5001]);
+  assert.deepEqual(plain.peekMany("h", 0), []);
+});
