@@ -28,7 +28,8 @@ import {
   until,
   within,
 } from "./_helpers.ts";
-import { allocateEach, greeted, raw } from "./_raw.ts";
+import { greeted, raw } from "./_raw.ts";
+import { dropAndComeBack } from "./_reuse.ts";
 import { defaultTransport } from "../transport.ts";
 import { program } from "./_http.ts";
 import { holder } from "./_child.ts";
@@ -1002,43 +1003,14 @@ test(
         range: { "*": [low, low + 9] },
       });
       const [a, b] = reg.servers.map((s) => s.addr!.port);
-      // X holds a port through A; Y, through B, takes the other nine and
-      // frees them
-      const x = await greeted(t0, a!, { lost: true });
-      const [svc] = await allocateEach(x, "svc@1.0.0", 1, 1);
-      await using y = await greeted(t0, b!, { lost: true });
-      const first = await allocateEach(y, "other@1.0.0", 9, 1);
-      assert.ok(first.every((r) => r.port !== svc!.port));
-      for (const [i, r] of first.entries()) {
-        await y.json({ id: 20 + i, op: "free", rid: r.id });
-        assert.ok("result" in await y.next());
-      }
-      // X's connection drops: A frees its port, B sees it go
-      x.close();
-      await x.closed;
-      await until(
+      // X through A, Y through B: B passes over the port A saw freed
+      const { x, y } = await dropAndComeBack(
+        t0,
+        a!,
+        b!,
         () => reg.servers.every((s) => s.query("svc").length === 0),
-        "X's port freed on both servers",
       );
-      const again = await allocateEach(y, "other@1.0.0", 9, 40);
-      assert.ok(
-        again.every((r) => r.port !== svc!.port),
-        `X's port ${svc!.port} given away by B: ${again.map((r) => r.port)}`,
-      );
-      // X comes back through A and takes it again: nobody is displaced
-      await using back = await greeted(t0, a!, { lost: true });
-      await back.json({
-        id: 1,
-        op: "assume",
-        role: "svc@1.0.0",
-        port: svc!.port,
-      });
-      assert.equal(
-        ((await back.next()).result as ServiceRecord).port,
-        svc!.port,
-      );
-      await y.json({ id: 99, op: "ping" });
-      assert.equal((await y.next()).id, 99, "Y told of no loss");
+      await using _x = x, _y = y;
     });
 
     await t.test("a server whose watch delivers nothing still answers its own writes, at most watchWait late, their events first", async () => {

@@ -9,10 +9,11 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, type ServiceRecord } from "../mod.ts";
+import { createServer } from "../mod.ts";
 import type { Transport } from "../transport.ts";
-import { freeBlock, serve, transports, until } from "./_helpers.ts";
+import { freeBlock, serve, transports } from "./_helpers.ts";
 import { allocateEach, greeted } from "./_raw.ts";
+import { dropAndComeBack } from "./_reuse.ts";
 
 function suite(t: Transport): void {
   const name = (s: string) => `[${t.name}] ${s}`;
@@ -24,43 +25,13 @@ function suite(t: Transport): void {
     async () => {
       const low = await freeBlock(t, 10);
       await using s = await serve(t, { range: { "*": [low, low + 9] } });
-      // X holds the first port; Y takes the other nine and frees them
-      const x = await greeted(t, s.port, { lost: true });
-      const [svc] = await allocateEach(x, "svc@1.0.0", 1, 1);
-      await using y = await greeted(t, s.port, { lost: true });
-      const first = await allocateEach(y, "other@1.0.0", 9, 1);
-      for (const [i, r] of first.entries()) {
-        await y.json({ id: 20 + i, op: "free", rid: r.id });
-        assert.ok("result" in await y.next());
-      }
-      // X's connection drops: its port is free, the range has no other
-      x.close();
-      await x.closed;
-      await until(
+      const { x, y } = await dropAndComeBack(
+        t,
+        s.port,
+        s.port,
         () => s.server.query("svc").length === 0,
-        "X's port freed",
       );
-      // Y asks for nine again: every free port is held, the nine it freed
-      // before X's, so it gets those and not X's
-      const again = await allocateEach(y, "other@1.0.0", 9, 40);
-      assert.ok(
-        again.every((r) => r.port !== svc!.port),
-        `X's port ${svc!.port} given away: ${again.map((r) => r.port)}`,
-      );
-      // X comes back and takes its port again: nobody is displaced
-      await using back = await greeted(t, s.port, { lost: true });
-      await back.json({
-        id: 1,
-        op: "assume",
-        role: "svc@1.0.0",
-        port: svc!.port,
-      });
-      assert.equal(
-        ((await back.next()).result as ServiceRecord).port,
-        svc!.port,
-      );
-      await y.json({ id: 99, op: "ping" });
-      assert.equal((await y.next()).id, 99, "Y told of no loss");
+      await using _x = x, _y = y;
       // holds never make a range look full, nor a full one free
       await y.json({ id: 100, op: "allocate", role: "other@1.0.0" });
       const full = await y.next();
