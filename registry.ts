@@ -8,7 +8,7 @@
  */
 import semver from "npm:semver@7.8.6";
 import { RegistryError } from "./errors.ts";
-import { type HoldKind, IdTable, PortTable } from "./_tables.ts";
+import { IdTable, PortTable } from "./_tables.ts";
 /**
  * The registry's compact indexes (a host's ports, a connection's registrations
  * by id) and the etcd store's (numbers by port), exported for their tests.
@@ -747,8 +747,12 @@ export class Registry<O, T = unknown> {
     const t = this.#hosts.get(record.host);
     if (t !== undefined && t.get(record.port) === entry) {
       t.delete(record.port);
-      if (this.#reuseDelay > 0) {
-        this.#hold(t, record.port, "freed", this.#reuseDelay);
+      // held back from picks (an assumed port outside the range never is one)
+      if (
+        this.#reuseDelay > 0 && record.port >= t.low && record.port <= t.high
+      ) {
+        const now = this.#now();
+        t.hold(record.port, "freed", now + this.#reuseDelay, now);
       }
     }
     const mine = this.#byOwner.get(Entry.owner(entry));
@@ -830,13 +834,6 @@ export class Registry<O, T = unknown> {
       if (hold > 0) t.hold(p, "proposed", now + hold, now);
     }
     return ports;
-  }
-
-  /** Passes a free port of the range over in picks for `ms`. */
-  #hold(t: HostTable<O, T>, port: number, kind: HoldKind, ms: number): void {
-    if (port < t.low || port > t.high) return; // never picked anyway
-    const now = this.#now();
-    t.hold(port, kind, now + ms, now);
   }
 
   /**
