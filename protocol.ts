@@ -132,6 +132,11 @@ export interface BatchRequest extends Base {
   readonly op: "batch";
   /** The items, each checked on its own: an invalid one is its error. */
   readonly ops: readonly (BatchItem | { readonly error: WireError })[];
+  /**
+   * Ports that no `allocate` item without a `port` is given (besides its own
+   * `exclude`): the ports a client found in use on its host.
+   */
+  readonly exclude?: readonly number[];
 }
 /** `ping`: a liveness check. */
 export interface PingRequest extends Base {
@@ -242,9 +247,28 @@ const FORBIDDEN_KEYS: ReadonlySet<string> = new Set([
 ]);
 
 const MAX_META_DEPTH = 8;
-const MAX_EXCLUDE = 1024;
+/** The most ports an `exclude` may list. */
+export const MAX_EXCLUDE = 1024;
 
 class Bad extends Error {}
+
+/** The `exclude` of `o`: at most {@linkcode MAX_EXCLUDE} ports. */
+function exclude(o: { [key: string]: unknown }): number[] {
+  const ex = o.exclude;
+  if (!Array.isArray(ex) || ex.length > MAX_EXCLUDE) {
+    throw new Bad(`"exclude" must be an array of at most ${MAX_EXCLUDE} ports`);
+  }
+  for (const p of ex) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) {
+      throw new Bad(
+        `"exclude" must list integer ports from 1 to 65535, got ${
+          JSON.stringify(p)
+        }`,
+      );
+    }
+  }
+  return ex as number[];
+}
 
 function isObject(v: unknown): v is { [key: string]: unknown } {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -382,17 +406,7 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
       const m = meta(o);
       if (m !== undefined) r.meta = m;
       if (o.port !== undefined) r.port = port(o, "port");
-      if (o.exclude !== undefined) {
-        const ex = o.exclude;
-        if (!Array.isArray(ex) || ex.length > MAX_EXCLUDE) {
-          throw new Bad(
-            `"exclude" must be an array of at most ${MAX_EXCLUDE} ports`,
-          );
-        }
-        r.exclude = ex.map((_, i) =>
-          port(ex as unknown as typeof o, String(i))
-        );
-      }
+      if (o.exclude !== undefined) r.exclude = exclude(o);
       return r;
     }
     case "ready":
@@ -469,7 +483,10 @@ function validate(o: { [key: string]: unknown }, id: number): Request {
           `"ops" must be an array of at most ${MAX_BATCH} operations`,
         );
       }
-      return { id, op, ops: items.map((item) => batchItem(item, id)) };
+      const ops = items.map((item) => batchItem(item, id));
+      return o.exclude === undefined
+        ? { id, op, ops }
+        : { id, op, ops, exclude: exclude(o) };
     }
     case "peek": {
       if (o.count === undefined) return { id, op };

@@ -166,6 +166,11 @@ export type RangeOption = Readonly<Record<string, PortRange>>;
 /** The default port range, as the original seaport used. */
 export const DEFAULT_RANGE: PortRange = [10000, 20000];
 
+/** The range ports of `host` come from: its own, else `*`'s, else the default. */
+export function rangeOf(range: RangeOption, host: string): PortRange {
+  return range[host] ?? range["*"] ?? DEFAULT_RANGE;
+}
+
 /** A role split into name and version. */
 export interface Role {
   /** The name, e.g. `web`. */
@@ -630,8 +635,7 @@ export class Registry<O, T = unknown> {
   #table(host: string): HostTable<O, T> {
     let t = this.#hosts.get(host);
     if (t === undefined) {
-      const [low, high] = this.#range[host] ?? this.#range["*"] ??
-        DEFAULT_RANGE;
+      const [low, high] = rangeOf(this.#range, host);
       const cursor = low + Math.floor(this.#start01 * (high - low + 1));
       t = new PortTable(low, high, cursor);
       this.#hosts.set(host, t);
@@ -780,14 +784,19 @@ export class Registry<O, T = unknown> {
   allocate(
     owner: O,
     input: RegistrationInput,
-    options: { port?: number | undefined; exclude?: Iterable<number> } = {},
+    options: {
+      port?: number | undefined;
+      /** Ports not to pick; a `Set` is used as it is. */
+      exclude?: Iterable<number> | undefined;
+    } = {},
   ): ServiceRecord {
     const role = parseRole(input.role);
     const t = this.#table(input.host);
     let port = options.port;
     if (port === undefined) {
-      const ex = options.exclude === undefined
-        ? undefined
+      const ex = options.exclude === undefined ||
+          options.exclude instanceof Set
+        ? options.exclude as ReadonlySet<number> | undefined
         : new Set(options.exclude);
       port = this.#pickPort(t, input.host, input.role, ex);
     } else if (t.has(port)) {

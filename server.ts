@@ -46,6 +46,8 @@ import {
   hostPort,
   type Lost,
   type Meta,
+  type PortRange,
+  rangeOf,
   type RangeOption,
   type RegistrationInput,
   type RegistryEvent,
@@ -746,6 +748,7 @@ class SeaportServer implements Server {
         batch: number;
         peek: number;
         line: number;
+        range: PortRange;
         servers?: string[];
       } = {
         v: PROTOCOL_VERSION,
@@ -756,6 +759,7 @@ class SeaportServer implements Server {
         batch: MAX_BATCH,
         peek: MAX_PEEK,
         line: this.#limits.line,
+        range: rangeOf(this.#range, s.host),
       };
       const servers = this.#announced();
       if (servers !== undefined) hello.servers = servers;
@@ -957,6 +961,10 @@ class SeaportServer implements Server {
     // (a free, an assume, an allocation that picks) may concern any port
     const named = new Set<number>();
     let anyPort = false;
+    // the ports in use on the client's host: picked for no allocation
+    const avoid = req.exclude === undefined || req.exclude.length === 0
+      ? undefined
+      : new Set(req.exclude);
     let k = 0;
     const issue = (): Promise<unknown> | undefined => {
       // The connection ended while earlier items were in flight: the store
@@ -991,7 +999,7 @@ class SeaportServer implements Server {
         let change: Change<GetToken>;
         try {
           if (adding > 0 && item.op === "allocate") this.#checkRegs(s, adding);
-          change = this.#itemChange(s, item);
+          change = this.#itemChange(s, item, avoid);
         } catch (err) {
           failed(k, err);
           continue;
@@ -1035,16 +1043,30 @@ class SeaportServer implements Server {
     });
   }
 
-  /** The store's change for one item of a `batch`. */
-  #itemChange(s: Session, item: BatchItem): Change<GetToken> {
+  /**
+   * The store's change for one item of a `batch`; an allocation that picks
+   * its port passes over `avoid` too (the batch's `exclude`).
+   */
+  #itemChange(
+    s: Session,
+    item: BatchItem,
+    avoid: ReadonlySet<number> | undefined,
+  ): Change<GetToken> {
     const store = this.#store;
     switch (item.op) {
-      case "allocate":
+      case "allocate": {
+        let exclude: Iterable<number> | undefined = item.exclude;
+        if (avoid !== undefined && item.port === undefined) {
+          exclude = exclude === undefined
+            ? avoid
+            : new Set([...avoid, ...exclude]);
+        }
         return store.allocate(s, this.#input(s, item), {
           port: item.port,
-          exclude: item.exclude,
+          exclude,
           ready: item.ready,
         });
+      }
       case "ready":
         return store.ready(s, item.rid);
       case "unready":

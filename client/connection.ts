@@ -24,6 +24,7 @@ import {
   PROTOCOL_VERSION,
   type ServerMessage,
 } from "../protocol.ts";
+import type { PortRange } from "../registry.ts";
 import {
   type Conn,
   type Endpoint,
@@ -79,6 +80,7 @@ export class Connection {
   #epoch = 0;
   #host: string | undefined;
   #peekMax = 0;
+  #range: PortRange | undefined;
   #sleep:
     | { timer: ReturnType<typeof setTimeout>; wake: () => void }
     | undefined;
@@ -144,6 +146,14 @@ export class Connection {
    * The most ports one `peek` with a `count` gets proposed on this server,
    * as its hello said; 0: it proposes one at a time.
    */
+  /**
+   * The range the server picks this client's ports from, as its hello said;
+   * `undefined` from a server that does not say.
+   */
+  get range(): PortRange | undefined {
+    return this.#range;
+  }
+
   get peekMax(): number {
     return this.#peekMax;
   }
@@ -326,8 +336,10 @@ export class Connection {
       batch?: unknown;
       peek?: unknown;
       line?: unknown;
+      range?: unknown;
     };
     this.#host = res.host;
+    this.#range = portRange(res.range);
     this.#peekMax = Number.isSafeInteger(res.peek) && (res.peek as number) > 1
       ? res.peek as number
       : 0;
@@ -463,4 +475,13 @@ export class Connection {
   get finished(): Promise<void> {
     return this.#run;
   }
+}
+
+/** A `[low, high]` range of ports, if `v` is one. */
+function portRange(v: unknown): PortRange | undefined {
+  if (!Array.isArray(v) || v.length !== 2) return undefined;
+  const [low, high] = v;
+  const ok = (p: unknown): p is number =>
+    Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
+  return ok(low) && ok(high) && low <= high ? [low, high] : undefined;
 }

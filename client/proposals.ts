@@ -2,17 +2,27 @@
  * Port proposals: the server proposes free ports (`peek`), the client checks
  * that it can bind them here, and new registrations ask for them by number,
  * visible in one request (one store write) instead of allocate, probe,
- * ready. The checked proposals kept for registrations to come, the
- * registrations of one turn that wait together for the next ones, and the
- * bind probe itself.
+ * ready. Or, for many at once, the host's TCP tables are read first and the
+ * registrations are allocated visible at once, passing over the ports in use.
+ * The checked proposals kept for registrations to come, the registrations of
+ * one turn that wait together for the next ones, and the probe itself.
  *
  * @module
  */
+import { MAX_EXCLUDE } from "../protocol.ts";
+import type { PortRange } from "../registry.ts";
 import type { Transport } from "../transport.ts";
 import type { Connection } from "./connection.ts";
 
 /** How long a checked port proposed by `peek` stays good to take, in ms. */
 const HINT_TTL = 1000;
+
+/**
+ * The most ports in use in the range that a read's registrations pass over
+ * (a batch's `exclude`, leaving room for a registration's own); with more,
+ * they take proposals.
+ */
+const MAX_AVOID = MAX_EXCLUDE - 64;
 
 /** The default of the `proposals` option. */
 export const DEFAULT_PROPOSALS = 64;
@@ -44,10 +54,18 @@ interface Proposal {
 }
 
 /**
- * A new registration waiting for a checked proposal; `use` says whether it
- * took the port (it may have been freed meanwhile).
+ * How a new registration is checked: a proposed port, checked, to ask for
+ * by number; the ports of the range in use on this host at a read of its
+ * tables that began after it asked, to allocate passing them over
+ * (`avoid`); or `undefined`: allocate, then check.
  */
-type Use = (port: number | undefined) => boolean;
+export type Checked = number | readonly number[] | undefined;
+
+/**
+ * A new registration waiting to be checked; `use` says whether it took the
+ * check (it may have been freed meanwhile).
+ */
+type Use = (checked: Checked) => boolean;
 
 /** The checked proposals of this client, and the bind probe. */
 export class Proposals {
@@ -63,6 +81,8 @@ export class Proposals {
   #pool: Proposal[] = [];
   /** The new registrations of this turn waiting for the next proposals. */
   #waiting: { exclude: readonly number[]; use: Use }[] = [];
+  /** The reads of the tables begun when the last of them asked. */
+  #begun = 0;
   #scheduled = false;
   /**
    * Proposals claimed this turn, and how many to keep ahead: as many as the
@@ -77,6 +97,12 @@ export class Proposals {
   #noPeek = -1;
   /** Whether this client allocates ports (and so keeps proposals). */
   #allocates = false;
+  /** The ports to pass over from the latest read, for `#avoidOf`. */
+  #avoid: { bound: ReadonlySet<number>; range: PortRange; ports: number[] } = {
+    bound: new Set(),
+    range: [0, 0],
+    ports: [],
+  };
 
   constructor(
     conn: Connection,
@@ -96,12 +122,13 @@ export class Proposals {
   }
 
   /**
-   * Gets a new registration a checked proposal: `use` is called with a
-   * port, now when one is kept or, when none is, once the proposals asked
-   * for at the end of this turn (for every registration waiting, in one
-   * `peek` round trip) are checked; with `undefined` when there is none
-   * (no probe, an older server, none could be bound), to allocate the
-   * usual way.
+   * Gets a new registration checked: `use` is called now with a kept
+   * proposal or, when none is, at the end of this turn, for every
+   * registration waiting together: with the ports in use on this host at a
+   * read of its tables that began after they asked (when there are many),
+   * or with a proposal of one `peek` round trip, checked; with `undefined`
+   * when none can be had (no probe, an older server, none could be bound),
+   * to allocate the usual way.
    */
   claim(exclude: readonly number[], use: Use): void {
     const conn = this.#conn;
@@ -124,7 +151,10 @@ export class Proposals {
       return;
     }
     if (conn.peekMax === 0) use(undefined); // one proposal at a time
-    else this.#waiting.push({ exclude, use });
+    else {
+      this.#waiting.push({ exclude, use });
+      this.#begun = this.#tables()?.begun ?? 0;
+    }
   }
 
   /** Asks for proposals at the end of this turn, if any are wanted. */
@@ -149,6 +179,7 @@ export class Proposals {
    */
   #ask(): void {
     const conn = this.#conn;
+    const epoch = conn.epoch;
     const group = this.#waiting;
     this.#waiting = [];
     let fresh = 0;
@@ -173,7 +204,46 @@ export class Proposals {
       return;
     }
     const n = group.length + spare;
+    const tables = this.#tables();
+    if (tables !== undefined && tables.worthReading(group.length)) {
+      // one read that begins now, after they asked, then allocations
+      void tables.read(this.#begun).then((bound) => {
+        if (!conn.connected || conn.epoch !== epoch) return; // re-asserted
+        const avoid = this.#avoidOf(bound);
+        if (avoid === undefined) return this.#send(n, group, max);
+        for (const w of group) w.use(avoid);
+        if (spare > 0) this.#send(spare, [], max);
+      });
+      return;
+    }
     if (n > 0) this.#send(n, group, max);
+  }
+
+  /**
+   * The table reader of this process, when the probe reads tables for
+   * this connection: Linux, and a server that says its range.
+   */
+  #tables(): Tables | undefined {
+    const read = this.#transport.boundPorts;
+    if (read === undefined || this.#conn.range === undefined) return undefined;
+    return tablesOf(read);
+  }
+
+  /**
+   * The ports of the range in use at a read (`bound`), to pass over; none
+   * when there was no read, or when there are too many to send.
+   */
+  #avoidOf(bound: ReadonlySet<number> | undefined): number[] | undefined {
+    const range = this.#conn.range;
+    if (bound === undefined || range === undefined) return undefined;
+    const last = this.#avoid;
+    if (last.bound !== bound || last.range !== range) {
+      const ports: number[] = [];
+      for (const p of bound) if (p >= range[0] && p <= range[1]) ports.push(p);
+      this.#avoid = { bound, range, ports };
+    }
+    const ports = this.#avoid.ports;
+    return ports.length <= MAX_AVOID ? ports : undefined;
   }
 
   /**
@@ -278,13 +348,23 @@ export class Proposals {
   #canBind(ports: readonly number[]): Promise<boolean[]> {
     const read = this.#transport.boundPorts;
     if (read === undefined) return bindChecks(this.#transport, ports);
-    let tables = shared.get(read);
-    if (tables === undefined) shared.set(read, tables = new Tables(read));
-    return tables.check(this.#transport, ports);
+    return tablesOf(read).check(this.#transport, ports);
   }
 }
 
-/** The checks of one process waiting for a read of the kernel's tables. */
+/** The table reader of this process for the transport function `read`. */
+function tablesOf(
+  read: () => Promise<ReadonlySet<number> | undefined>,
+): Tables {
+  let tables = shared.get(read);
+  if (tables === undefined) shared.set(read, tables = new Tables(read));
+  return tables;
+}
+
+/**
+ * The reads of the kernel's tables of one process: the latest, the one under
+ * way, and the checks waiting for the next.
+ */
 class Tables {
   #read: () => Promise<ReadonlySet<number> | undefined>;
   /** Groups of ports to check, and how many ports they hold. */
@@ -294,8 +374,14 @@ class Tables {
     done: (ok: boolean[]) => void;
   }[] = [];
   #count = 0;
-  #reading = false;
   #scheduled = false;
+  #checking = false;
+  /** How many reads have begun. */
+  #begun = 0;
+  /** The read under way, and its number (`#begun` when it began). */
+  #inflight:
+    | { n: number; bound: Promise<ReadonlySet<number> | undefined> }
+    | undefined;
   /** The kernel's tables cannot be read here: every check binds. */
   #unreadable = false;
   /** Running averages of a read of the tables and of a bind, in ms. */
@@ -304,6 +390,42 @@ class Tables {
 
   constructor(read: () => Promise<ReadonlySet<number> | undefined>) {
     this.#read = read;
+  }
+
+  /** How many reads have begun: a later read began after this was read. */
+  get begun(): number {
+    return this.#begun;
+  }
+
+  /** Whether one read costs less than a test bind of each of `n` ports. */
+  worthReading(n: number): boolean {
+    return !this.#unreadable && n * this.#bindMs > this.#readMs * READ_WEIGHT;
+  }
+
+  /**
+   * The ports in use now, by a read that begins after `begun` was what
+   * {@linkcode begun} said: the read under way when it did, or a new one;
+   * `undefined` where the tables cannot be read.
+   */
+  read(begun: number): Promise<ReadonlySet<number> | undefined> {
+    if (this.#unreadable) return Promise.resolve(undefined);
+    const now = this.#inflight;
+    return now !== undefined && now.n > begun ? now.bound : this.#readNow();
+  }
+
+  #readNow(): Promise<ReadonlySet<number> | undefined> {
+    const t0 = performance.now();
+    const reading = {
+      n: ++this.#begun,
+      bound: this.#read().catch(() => undefined).then((bound) => {
+        if (this.#inflight === reading) this.#inflight = undefined;
+        this.#readMs = average(this.#readMs, performance.now() - t0);
+        if (bound === undefined) this.#unreadable = true;
+        return bound;
+      }),
+    };
+    this.#inflight = reading;
+    return reading.bound;
   }
 
   check(transport: Transport, ports: readonly number[]): Promise<boolean[]> {
@@ -316,7 +438,7 @@ class Tables {
   }
 
   #schedule(): void {
-    if (this.#reading || this.#scheduled) return;
+    if (this.#scheduled || this.#checking) return;
     this.#scheduled = true;
     queueMicrotask(() => {
       this.#scheduled = false;
@@ -324,20 +446,19 @@ class Tables {
     });
   }
 
+  /**
+   * Checks the ports waiting: by a read that begins now (after the server
+   * proposed or reserved them: a read under way began before), or a bind
+   * each.
+   */
   async #check(): Promise<void> {
+    this.#checking = true;
+    await this.#inflight?.bound;
     const group = this.#waiting;
     const n = this.#count;
     this.#waiting = [];
     this.#count = 0;
-    let bound: ReadonlySet<number> | undefined;
-    if (n * this.#bindMs > this.#readMs * READ_WEIGHT) {
-      this.#reading = true;
-      const t0 = performance.now();
-      bound = await this.#read().catch(() => undefined);
-      this.#readMs = average(this.#readMs, performance.now() - t0);
-      this.#reading = false;
-      if (bound === undefined) this.#unreadable = true;
-    }
+    const bound = this.worthReading(n) ? await this.#readNow() : undefined;
     if (bound !== undefined) {
       for (const { ports, done } of group) {
         done(ports.map((port) => !bound.has(port)));
@@ -349,6 +470,7 @@ class Tables {
       }
       this.#bindMs = average(this.#bindMs, (performance.now() - t0) / n);
     }
+    this.#checking = false;
     if (this.#waiting.length > 0) this.#schedule();
   }
 }

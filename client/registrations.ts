@@ -17,7 +17,7 @@ import {
 } from "./args.ts";
 import type { Connection } from "./connection.ts";
 import type { ServiceCallback } from "./ports.ts";
-import type { Proposals } from "./proposals.ts";
+import type { Checked, Proposals } from "./proposals.ts";
 import type { Body } from "./requests.ts";
 
 /** A registration as the client keeps it, to assert and re-assert. */
@@ -185,23 +185,29 @@ export class Registrations {
       return;
     }
     const epoch = this.#conn.epoch;
-    this.#proposals.claim(svc.exclude, (hint) => {
+    this.#proposals.claim(svc.exclude, (checked) => {
       if (
         !this.#services.has(svc) || svc.port !== undefined ||
         this.#conn.epoch !== epoch || !this.#conn.connected
       ) return false; // freed meanwhile, or the reconnect asserts it
-      this.#send(svc, hint);
+      this.#send(svc, checked);
       return true;
     });
   }
 
-  #send(svc: LocalService, hint: number | undefined): void {
+  /**
+   * Sends `svc`'s allocation or re-assertion; a new one `checked` asks for
+   * a checked port by number, or passes the ports in use over, and is not
+   * probed afterwards.
+   */
+  #send(svc: LocalService, checked: Checked): void {
     const epoch = this.#conn.epoch;
     const probe = this.#probe;
     const fresh = svc.port === undefined;
+    const hint = typeof checked === "number" ? checked : undefined;
     // Without a probe still to make, an automatic ready rides along with the
     // allocation.
-    const now = svc.auto && (!probe || hint !== undefined);
+    const now = svc.auto && (!probe || checked !== undefined);
     const body: {
       op: "allocate" | "assume";
       role: string;
@@ -228,9 +234,10 @@ export class Registrations {
       body: body as Body,
       retry: false,
       onDrop: () => {},
+      avoid: Array.isArray(checked) ? checked : undefined,
       resolve: async (result) => {
         if (
-          fresh && probe && hint === undefined && this.#services.has(svc) &&
+          fresh && probe && checked === undefined && this.#services.has(svc) &&
           !(await this.#proposals.canBind((result as { port: number }).port))
         ) {
           if (this.#conn.epoch !== epoch || !this.#conn.connected) return; // re-asserted

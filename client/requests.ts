@@ -30,6 +30,11 @@ export interface Pending {
   readonly retry: boolean;
   /** Called instead of a rejection when a non-retried request is dropped. */
   readonly onDrop?: () => void;
+  /**
+   * For an `allocate` that picks its port: ports in use on this host, to be
+   * passed over too (a batch's `exclude`, or added to the request's own).
+   */
+  readonly avoid?: readonly number[] | undefined;
   id?: number;
 }
 
@@ -65,6 +70,21 @@ function replyCost(op: string, itemBytes: number, host: number): number {
 // deno-lint-ignore no-control-regex
 const ASCII = /^[\x00-\x7f]*$/;
 
+/**
+ * The body of `p` sent on its own: an allocation's `avoid` (here the
+ * ports a batch of it would pass over) joins its `exclude`.
+ */
+function alone(p: Pending, avoid: readonly number[] | undefined): Body {
+  const body = p.body;
+  if (avoid === undefined || avoid.length === 0 || body.op !== "allocate") {
+    return body;
+  }
+  return {
+    ...body,
+    exclude: [...new Set([...(body.exclude ?? []), ...avoid])],
+  };
+}
+
 /** A `batch` on its way: the requests it carries, in order. */
 interface BatchPending extends Pending {
   readonly items: Pending[];
@@ -96,6 +116,8 @@ export class Requests {
   /** Requests of this turn that go out together in a `batch`. */
   #batch: Pending[] = [];
   #batchLines: string[] = [];
+  /** The ports this turn's batch passes over (its items' `avoid`). */
+  #batchAvoid: readonly number[] | undefined;
   #batchCost = 0;
   #replyCost = 0;
   #flushing = false;
@@ -138,14 +160,19 @@ export class Requests {
       const line = JSON.stringify(p.body);
       // in bytes: UTF-16 code units take at most 3
       const wide = ASCII.test(line) ? 1 : 3;
-      const cost = wide * line.length + 1;
+      const avoid = p.avoid !== undefined && p.avoid !== this.#batchAvoid
+        ? p.avoid
+        : undefined;
+      const cost = wide * line.length + 1 + (avoid?.length ?? 0) * 6;
       const reply = wide * replyCost(p.body.op, line.length, this.#host);
       if (cost <= this.#batchBytes && reply <= this.#replyBytes) {
         if (
           this.#batch.length >= this.#batchMax ||
           this.#batchCost + cost > this.#batchBytes ||
-          this.#replyCost + reply > this.#replyBytes
-        ) this.#sendBatch();
+          this.#replyCost + reply > this.#replyBytes ||
+          (avoid !== undefined && this.#batchAvoid !== undefined)
+        ) this.#sendBatch(); // a batch has one list of ports to pass over
+        if (avoid !== undefined) this.#batchAvoid = avoid;
         this.#batch.push(p);
         this.#batchLines.push(line);
         this.#batchCost += cost;
@@ -164,24 +191,26 @@ export class Requests {
     const id = this.#nextId++;
     p.id = id;
     this.#pending.set(id, p);
-    this.#outbox!.send(encodeRequest(id, p.body));
+    this.#outbox!.send(encodeRequest(id, alone(p, p.avoid)));
   }
 
   /** Sends the batch of this turn: alone as itself, else as one `batch`. */
   #sendBatch(): void {
     const items = this.#batch;
     const lines = this.#batchLines;
+    const avoid = this.#batchAvoid;
     if (items.length === 0 || this.#outbox === undefined) return;
-    this.#batch = [];
-    this.#batchLines = [];
-    this.#batchCost = 0;
-    this.#replyCost = 0;
+    this.#unbatch();
     const id = this.#nextId++;
     if (items.length === 1) {
       const p = items[0]!;
       p.id = id;
       this.#pending.set(id, p);
-      this.#outbox.send(`{"id":${id},${lines[0]!.slice(1)}\n`);
+      this.#outbox.send(
+        avoid === undefined
+          ? `{"id":${id},${lines[0]!.slice(1)}\n`
+          : encodeRequest(id, alone(p, avoid)),
+      );
       return;
     }
     const batch: BatchPending = {
@@ -209,8 +238,11 @@ export class Requests {
     };
     for (const p of items) p.id = id;
     this.#pending.set(id, batch);
+    const exclude = avoid === undefined || avoid.length === 0
+      ? ""
+      : `"exclude":${JSON.stringify(avoid)},`;
     this.#outbox.send(
-      `{"id":${id},"op":"batch","ops":[${lines.join(",")}]}\n`,
+      `{"id":${id},"op":"batch",${exclude}"ops":[${lines.join(",")}]}\n`,
     );
   }
 
@@ -298,6 +330,7 @@ export class Requests {
     const items = this.#batch;
     this.#batch = [];
     this.#batchLines = [];
+    this.#batchAvoid = undefined;
     this.#batchCost = 0;
     this.#replyCost = 0;
     return items;

@@ -44,6 +44,7 @@ import {
   DEFAULT_RANGE,
   type Lost,
   parseRole,
+  rangeOf,
   type RangeOption,
   type RegistrationInput,
   Registry,
@@ -419,7 +420,7 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
     input: RegistrationInput,
     options: {
       port?: number | undefined;
-      exclude?: readonly number[] | undefined;
+      exclude?: Iterable<number> | undefined;
       ready?: boolean | undefined;
     },
   ): Promise<Result<T>> {
@@ -465,13 +466,13 @@ export class EtcdStore<O extends StoreOwner, T> implements Store<O, T> {
   async #claimAny(
     st: Local,
     input: RegistrationInput,
-    exclude: readonly number[] | undefined,
+    exclude: Iterable<number> | undefined,
     ready: boolean,
   ): Promise<Result<T>> {
     const host = input.host;
     let busy = this.#inflight.get(host);
     if (busy === undefined) this.#inflight.set(host, busy = new Set());
-    const [low, high] = this.#range[host] ?? this.#range["*"] ?? DEFAULT_RANGE;
+    const [low, high] = rangeOf(this.#range, host);
     for (let attempt = 0;; attempt++) {
       const skip = new Set(busy);
       for (const p of exclude ?? []) skip.add(p);

@@ -24,14 +24,11 @@ export class MemoryStore<O extends StoreOwner, T> implements Store<O, T> {
     input: RegistrationInput,
     options: {
       port?: number | undefined;
-      exclude?: readonly number[] | undefined;
+      exclude?: Iterable<number> | undefined;
       ready?: boolean | undefined;
     },
   ): ChangeResult<T> {
-    const record = this.view.allocate(owner, input, {
-      port: options.port,
-      ...(options.exclude !== undefined ? { exclude: options.exclude } : {}),
-    });
+    const record = this.view.allocate(owner, input, options);
     if (options.ready !== true) return { record, events: [], woken: [] };
     return this.view.ready(owner, record.id);
   }

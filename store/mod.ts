@@ -35,7 +35,7 @@ export interface Store<O extends StoreOwner, T> {
     input: RegistrationInput,
     options: {
       port?: number | undefined;
-      exclude?: readonly number[] | undefined;
+      exclude?: Iterable<number> | undefined;
       ready?: boolean | undefined;
     },
   ): Change<T>;

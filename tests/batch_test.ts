@@ -19,7 +19,14 @@ import {
   until,
   within,
 } from "./_helpers.ts";
-import { fakeRecord, fakeServer, greeted, HELLO, type Req } from "./_raw.ts";
+import {
+  fakeRecord,
+  fakeServer,
+  greeted,
+  HELLO,
+  raw,
+  type Req,
+} from "./_raw.ts";
 
 /** `actual`, with only the keys `expected` names (nested), for comparing. */
 function pick(actual: unknown, expected: unknown): unknown {
@@ -50,10 +57,12 @@ function like(actual: unknown, expected: unknown): void {
  * Counts the requests a client writes, by `op`, and the items of its
  * `batch`es: their number per batch, and by `op`.
  */
-function counting(t: Transport) {
+function counting(t: Transport, tables = false) {
   const ops = new Map<string, number>();
   const items: number[] = [];
   const itemOps = new Map<string, number>();
+  /** The `exclude` of each batch, if it had one. */
+  const excludes: number[][] = [];
   const dec = new TextDecoder();
   let rest = "";
   const transport = tapped(t, {
@@ -65,13 +74,25 @@ function counting(t: Transport) {
         ops.set(req.op, (ops.get(req.op) ?? 0) + 1);
         if (req.op !== "batch") continue;
         items.push(req.ops!.length);
+        const ex = (req as { exclude?: number[] }).exclude;
+        if (ex !== undefined) excludes.push(ex);
         for (const { op } of req.ops!) {
           itemOps.set(op, (itemOps.get(op) ?? 0) + 1);
         }
       }
     },
   });
-  return { transport, ops, items, itemOps };
+  // the kernel's tables read through `t`, or (`tables` false) a bind each
+  const read = tables ? t.boundPorts : undefined;
+  return {
+    transport: read === undefined
+      ? transport
+      : { ...transport, boundPorts: read },
+    ops,
+    items,
+    itemOps,
+    excludes,
+  };
 }
 
 function suite(t: Transport): void {
@@ -186,61 +207,138 @@ function suite(t: Transport): void {
 
   test(
     name(
-      "services started in one turn go out as batches, each exactly once, in order",
+      "a batch's exclude is passed over by its allocations that pick, and the hello says the range",
     ),
     async () => {
-      await using s = await serve(t, { range: { "*": [10000, 10999] } });
-      const seen: ServiceRecord[] = [];
-      s.server.on("allocate", (r) => seen.push(r));
-      const { transport, ops, items, itemOps } = counting(t);
-      const watcher = s.client();
-      const events: ServiceRecord[] = [];
-      watcher.on("allocate", (r) => events.push(r));
-      await watcher.query("x"); // subscribed
-      const c = s.client({ transport });
-      await c.query("x");
-      const N = 300;
-      const ports = await within(
-        Promise.all(
-          Array.from({ length: N }, (_, i) => c.service(`svc${i}@1.0.${i}`)),
-        ),
-        10_000,
-        "every service",
+      await using s = await serve(t, {
+        range: { "*": [10000, 10003], "10.9.8.7": [30000, 30100] },
+      });
+      await using away = await raw(t, s.port);
+      await away.json({ id: 0, op: "hello", v: 1, advertise: "10.9.8.7" });
+      like((await away.next()).result, {
+        host: "10.9.8.7",
+        range: [30000, 30100],
+      });
+      await using r = await raw(t, s.port);
+      await r.json({ id: 0, op: "hello", v: 1 });
+      assert.deepEqual(((await r.next()).result as { range: unknown }).range, [
+        10000,
+        10003,
+      ]);
+      await r.json({
+        id: 1,
+        op: "batch",
+        exclude: [10000, 10002],
+        ops: [
+          { op: "allocate", role: "a@1.0.0", ready: true },
+          { op: "allocate", role: "b@1.0.0", exclude: [10001], port: 10002 },
+          { op: "allocate", role: "c@1.0.0", exclude: [10003] },
+          { op: "allocate", role: "d@1.0.0", ready: true },
+        ],
+      });
+      const results = (await r.next()).result as {
+        result?: { port: number };
+        error?: { code: string };
+      }[];
+      // a named port is not excluded; the rest pick from the ports left
+      assert.equal(results[1]!.result?.port, 10002);
+      assert.equal(results[2]!.error?.code, "RANGE_EXHAUSTED");
+      assert.deepEqual(
+        [results[0]!.result?.port, results[3]!.result?.port].sort(),
+        [10001, 10003],
       );
-      assert.equal(new Set(ports).size, N, "every port once");
-      // round the range in the order of the calls: increasing, wrapping
-      // past its end at most once (an etcd store starts at random)
-      const wraps = ports.filter((p, i) => i > 0 && p < ports[i - 1]!).length;
-      assert.ok(
-        wraps === 0 || (wraps === 1 && ports[N - 1]! < ports[0]!),
-        `ports in the order of the calls: ${ports.join()}`,
-      );
-      const now = await c.query();
-      assert.equal(now.length, N);
-      for (const r of now) assert.equal(ports[Number(r.role.slice(3))], r.port);
-      assert.equal(seen.length, N, "one allocate event per service");
-      await until(() => events.length >= N, "every allocate event");
-      assert.equal(events.length, N);
-      // the turn's ports are proposed in one peek, checked together, and
-      // asked for by number, visible at once: no ready follows
-      assert.equal(ops.get("peek"), 1, `one peek: ${JSON.stringify([...ops])}`);
-      assert.ok((ops.get("batch") ?? 0) >= 1, "allocations batched");
-      assert.ok(
-        (ops.get("allocate") ?? 0) <= 1,
-        `few single requests: ${JSON.stringify([...ops])}`,
-      );
-      assert.equal(
-        (ops.get("ready") ?? 0) + (itemOps.get("ready") ?? 0),
-        0,
-        "no ready sent",
-      );
-      assert.equal(
-        items.reduce((a, b) => a + b, 0) + (ops.get("allocate") ?? 0),
-        N,
-        "every allocation sent once",
-      );
+      for (const exclude of [{}, [0], Array(1025).fill(10000)]) {
+        await r.json({ id: 2, op: "batch", exclude, ops: [] });
+        const { error } = (await r.next()) as {
+          error: { code: string; message: string };
+        };
+        assert.equal(error.code, "BAD_REQUEST");
+        assert.match(error.message, /^Bad request: "exclude" must /);
+      }
+      assert.equal(s.server.query().length, 2, "nothing else was taken");
     },
   );
+
+  for (const tables of [false, true]) {
+    test(
+      name(
+        `services started in one turn go out as batches, each exactly once, in order (${
+          tables
+            ? "checked by one read of the kernel's tables"
+            : "checked by binds"
+        })`,
+      ),
+      {
+        skip: tables && t.boundPorts === undefined && "no tables to read here",
+      },
+      async () => {
+        await using s = await serve(t, { range: { "*": [10000, 10999] } });
+        const seen: ServiceRecord[] = [];
+        s.server.on("allocate", (r) => seen.push(r));
+        const { transport, ops, items, itemOps, excludes } = counting(
+          t,
+          tables,
+        );
+        const watcher = s.client();
+        const events: ServiceRecord[] = [];
+        watcher.on("allocate", (r) => events.push(r));
+        await watcher.query("x"); // subscribed
+        const c = s.client({ transport });
+        await c.query("x");
+        const N = 300;
+        const ports = await within(
+          Promise.all(
+            Array.from({ length: N }, (_, i) => c.service(`svc${i}@1.0.${i}`)),
+          ),
+          10_000,
+          "every service",
+        );
+        assert.equal(new Set(ports).size, N, "every port once");
+        // round the range in the order of the calls: increasing, wrapping
+        // past its end at most once (an etcd store starts at random)
+        const wraps = ports.filter((p, i) => i > 0 && p < ports[i - 1]!).length;
+        assert.ok(
+          wraps === 0 || (wraps === 1 && ports[N - 1]! < ports[0]!),
+          `ports in the order of the calls: ${ports.join()}`,
+        );
+        const now = await c.query();
+        assert.equal(now.length, N);
+        for (const r of now) {
+          assert.equal(ports[Number(r.role.slice(3))], r.port);
+        }
+        assert.equal(seen.length, N, "one allocate event per service");
+        await until(() => events.length >= N, "every allocate event");
+        assert.equal(events.length, N);
+        // by binds: the turn's ports are proposed in one peek, checked
+        // together, and asked for by number; by a read: no peek, the
+        // allocations pass over the ports in use.
+        // Visible at once either way: no ready follows.
+        assert.equal(
+          ops.get("peek") ?? 0,
+          tables ? 0 : 1,
+          `peeks: ${JSON.stringify([...ops])}`,
+        );
+        for (const p of excludes.flat()) {
+          assert.ok(!ports.includes(p), `${p} was in use, and handed out`);
+        }
+        assert.ok((ops.get("batch") ?? 0) >= 1, "allocations batched");
+        assert.ok(
+          (ops.get("allocate") ?? 0) <= 1,
+          `few single requests: ${JSON.stringify([...ops])}`,
+        );
+        assert.equal(
+          (ops.get("ready") ?? 0) + (itemOps.get("ready") ?? 0),
+          0,
+          "no ready sent",
+        );
+        assert.equal(
+          items.reduce((a, b) => a + b, 0) + (ops.get("allocate") ?? 0),
+          N,
+          "every allocation sent once",
+        );
+      },
+    );
+  }
 
   test(name("one failing registration of a batch fails alone"), async () => {
     await using s = await serve(t, { maxRegistrationsPerConnection: 5 });
@@ -307,6 +405,9 @@ function suite(t: Transport): void {
         await using s = await serve(t, { range: { "*": [low, low + n - 1] } });
         const c = s.client();
         await c.query("x");
+        // and one taken after the client connected, just before it registers
+        held.push(low + 12);
+        foreign.push(await t.listen({ hostname: "127.0.0.1", port: low + 12 }));
         const ports = await within(
           Promise.all(
             Array.from({ length: 200 }, (_, i) => c.service(`svc${i}@1.0.0`)),

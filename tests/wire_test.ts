@@ -62,6 +62,7 @@ function suite(t: Transport): void {
         batch: 1024,
         peek: 1024,
         line: 65536,
+        range: [10000, 20000],
       },
     });
     await r.json({ id: 1, op: "get", pattern: "web@1.2.x" });
