@@ -7,7 +7,12 @@
  * @module
  */
 import { ConnectionError, RegistryError, UnavailableError } from "../errors.ts";
-import type { LostReason, Meta, ServiceRecord } from "../registry.ts";
+import type {
+  JsonValue,
+  LostReason,
+  Meta,
+  ServiceRecord,
+} from "../registry.ts";
 import {
   checkMeta,
   checkPort,
@@ -18,7 +23,7 @@ import {
 import type { Connection } from "./connection.ts";
 import type { ServiceCallback } from "./ports.ts";
 import type { Checked, Proposals } from "./proposals.ts";
-import type { Body } from "./requests.ts";
+import { type Body, NOOP, quiet } from "./requests.ts";
 
 /** A registration as the client keeps it, to assert and re-assert. */
 interface LocalService {
@@ -35,8 +40,9 @@ interface LocalService {
   /** Rejects the caller's promise if it is still pending; reports nothing. */
   cancel: (err: unknown) => void;
   /** Callers waiting for it to be visible: told once it is, or is lost. */
-  readyWaiters: { shown: () => void; lost: (err: unknown) => void }[];
-  exclude: number[];
+  readyWaiters: readonly ReadyWaiter[];
+  /** Ports that could not be bound here (or were taken), not to be given. */
+  exclude: readonly number[];
   /** Ready as soon as allocated (no `ready` argument in the callback). */
   auto: boolean;
   /** Made by `assume()`: re-asserted with `assume`, ready or not. */
@@ -48,6 +54,15 @@ interface LocalService {
   /** How many times in a row the store could not take it. */
   failures: number;
 }
+
+/** A caller waiting for a registration to be visible. */
+interface ReadyWaiter {
+  shown: () => void;
+  lost: (err: unknown) => void;
+}
+
+/** What a registration starts with: nobody waiting, no port excluded. */
+const NONE: readonly never[] = Object.freeze([]);
 
 /** Allocations whose port cannot be bound are retried this often at most. */
 const MAX_PROBES = 32;
@@ -135,7 +150,7 @@ export class Registrations {
     this.#stopRetry(svc);
     svc.visible = false;
     const waiters = svc.readyWaiters;
-    svc.readyWaiters = [];
+    svc.readyWaiters = NONE;
     for (const w of waiters) w.lost(err);
     svc.cancel(err);
   }
@@ -227,67 +242,28 @@ export class Registrations {
     }
     if (svc.meta !== undefined) body.meta = svc.meta;
     if (fresh && hint === undefined && svc.exclude.length > 0) {
-      body.exclude = svc.exclude;
+      body.exclude = [...svc.exclude];
     }
     if (now && body.op === "allocate") body.ready = true;
     this.#conn.requests.transmit({
       body: body as Body,
       retry: false,
-      onDrop: () => {},
+      onDrop: NOOP,
       avoid: Array.isArray(checked) ? checked : undefined,
-      resolve: async (result) => {
+      resolve: (result) => {
         if (
-          fresh && probe && checked === undefined && this.#services.has(svc) &&
-          !(await this.#proposals.canBind((result as { port: number }).port))
+          fresh && probe && checked === undefined && this.#services.has(svc)
         ) {
-          if (this.#conn.epoch !== epoch || !this.#conn.connected) return; // re-asserted
-          this.#probeFailed(svc, result as unknown as ServiceRecord);
+          // allocated unchecked: checked now, then taken or given back
+          void this.#proposals.canBind((result as { port: number }).port)
+            .then((ok) => {
+              if (ok) return this.#answered(svc, epoch, body, result);
+              if (this.#conn.epoch !== epoch || !this.#conn.connected) return; // re-asserted
+              this.#probeFailed(svc, result as unknown as ServiceRecord);
+            });
           return;
         }
-        // the connection was lost while probing: reconnecting asserts it again
-        if (this.#conn.epoch !== epoch || !this.#conn.connected) return;
-        if (!this.#services.has(svc)) {
-          // freed while the request was in flight
-          const rid = (result as { id: string }).id;
-          this.#conn.requests.transmit({
-            body: { op: "free", rid },
-            retry: false,
-            onDrop: () => {},
-            resolve: () => {},
-            reject: () => {},
-          });
-          return;
-        }
-        const record = result as unknown as ServiceRecord;
-        svc.failures = 0;
-        svc.rid = record.id;
-        svc.epoch = epoch;
-        svc.record = record;
-        const gone = this.#lostEpoch === epoch
-          ? this.#lostIds.get(record.id)
-          : undefined;
-        if (gone !== undefined) {
-          // taken away while this answer was being probed
-          this.#lostIds.delete(record.id);
-          this.#forget(svc, record, gone);
-          return;
-        }
-        const shown = body.op === "assume"
-          ? body.ready !== false
-          : body.ready === true;
-        if (shown) {
-          if (svc.auto || svc.wantReady) {
-            svc.wantReady = true;
-            this.#visible(svc);
-          } else this.#sendUnready(svc); // unready() was called meanwhile
-        } else if (svc.wantReady) {
-          this.#sendReady(svc);
-        }
-        if (svc.port === undefined) {
-          svc.port = record.port;
-          svc.onPort?.(record.port);
-          svc.onPort = undefined;
-        }
+        this.#answered(svc, epoch, body, result);
       },
       reject: (err) => {
         if (
@@ -295,7 +271,7 @@ export class Registrations {
           err.code === "PORT_TAKEN" && this.#services.has(svc)
         ) {
           // taken meanwhile by another client on this host: the usual way
-          svc.exclude.push(hint);
+          svc.exclude = [...svc.exclude, hint];
           if (this.#conn.connected) this.#send(svc, undefined);
           return;
         }
@@ -315,16 +291,57 @@ export class Registrations {
     });
   }
 
+  /** A new registration's or re-assertion's answer: the record it got. */
+  #answered(
+    svc: LocalService,
+    epoch: number,
+    body: { op: string; ready?: boolean },
+    result: JsonValue,
+  ): void {
+    // the connection was lost while probing: reconnecting asserts it again
+    if (this.#conn.epoch !== epoch || !this.#conn.connected) return;
+    if (!this.#services.has(svc)) {
+      // freed while the request was in flight
+      const rid = (result as { id: string }).id;
+      this.#conn.requests.transmit(quiet({ op: "free", rid }));
+      return;
+    }
+    const record = result as unknown as ServiceRecord;
+    svc.failures = 0;
+    svc.rid = record.id;
+    svc.epoch = epoch;
+    svc.record = record;
+    const gone = this.#lostEpoch === epoch
+      ? this.#lostIds.get(record.id)
+      : undefined;
+    if (gone !== undefined) {
+      // taken away while this answer was being probed
+      this.#lostIds.delete(record.id);
+      this.#forget(svc, record, gone);
+      return;
+    }
+    const shown = body.op === "assume"
+      ? body.ready !== false
+      : body.ready === true;
+    if (shown) {
+      if (svc.auto || svc.wantReady) {
+        svc.wantReady = true;
+        this.#visible(svc);
+      } else this.#sendUnready(svc); // unready() was called meanwhile
+    } else if (svc.wantReady) {
+      this.#sendReady(svc);
+    }
+    if (svc.port === undefined) {
+      svc.port = record.port;
+      svc.onPort?.(record.port);
+      svc.onPort = undefined;
+    }
+  }
+
   /** Gives back a port that cannot be bound and asks for another. */
   #probeFailed(svc: LocalService, record: ServiceRecord): void {
-    this.#conn.requests.transmit({
-      body: { op: "free", rid: record.id },
-      retry: false,
-      onDrop: () => {},
-      resolve: () => {},
-      reject: () => {},
-    });
-    svc.exclude.push(record.port);
+    this.#conn.requests.transmit(quiet({ op: "free", rid: record.id }));
+    svc.exclude = [...svc.exclude, record.port];
     if (svc.exclude.length >= MAX_PROBES) {
       this.#services.delete(svc);
       svc.onFail(
@@ -344,7 +361,7 @@ export class Registrations {
     if (!svc.wantReady) return; // unready() was called meanwhile
     svc.visible = true;
     const waiters = svc.readyWaiters;
-    svc.readyWaiters = [];
+    svc.readyWaiters = NONE;
     for (const w of waiters) w.shown();
   }
 
@@ -434,7 +451,7 @@ export class Registrations {
   #makeReady(svc: LocalService): Promise<void> {
     if (svc.visible) return Promise.resolve();
     const done = new Promise<void>((shown, lost) =>
-      svc.readyWaiters.push({ shown, lost })
+      svc.readyWaiters = [...svc.readyWaiters, { shown, lost }]
     );
     if (!svc.wantReady) {
       svc.wantReady = true;
@@ -501,20 +518,20 @@ export class Registrations {
         epoch: 0,
         wantReady: false,
         visible: false,
-        readyWaiters: [],
+        readyWaiters: NONE,
         onFail: reject,
         cancel: reject,
         onPort: undefined,
-        exclude: [],
+        exclude: NONE,
         auto,
         assumed: false,
         record: undefined,
         retry: undefined,
         failures: 0,
       };
-      const ready = (): Promise<void> => this.#makeReady(svc);
       svc.onPort = (port) => {
-        svc.onFail = (err) => this.#report(err);
+        svc.onFail = this.#report;
+        const ready = (): Promise<void> => this.#makeReady(svc);
         try {
           if (cb !== undefined) {
             if (auto) (cb as (port: number) => void)(port);
@@ -588,7 +605,7 @@ export class Registrations {
         onFail: reject,
         cancel: reject,
         onPort: undefined,
-        exclude: [],
+        exclude: NONE,
         auto: false,
         assumed: true,
         record: undefined,

@@ -38,15 +38,12 @@ export interface Pending {
   id?: number;
 }
 
+/** Does nothing: for a request's callbacks that have nothing to do. */
+export const NOOP = (): void => {};
+
 /** A request whose reply matters to no one. */
 export function quiet(body: Body): Pending {
-  return {
-    body,
-    retry: false,
-    onDrop: () => {},
-    resolve: () => {},
-    reject: () => {},
-  };
+  return { body, retry: false, onDrop: NOOP, resolve: NOOP, reject: NOOP };
 }
 
 /** The operations that travel in a `batch` when the server takes one. */
