@@ -362,8 +362,8 @@ function tablesOf(
 }
 
 /**
- * The reads of the kernel's tables of one process: the latest, the one under
- * way, and the checks waiting for the next.
+ * The reads of the kernel's tables of one process: the one under way, how
+ * many have begun, and the checks waiting for the next.
  */
 class Tables {
   #read: () => Promise<ReadonlySet<number> | undefined>;
