@@ -97,6 +97,8 @@ export class Proposals {
   #noPeek = -1;
   /** Whether this client allocates ports (and so keeps proposals). */
   #allocates = false;
+  /** This process's table reader (`null`: the transport reads none). */
+  #reader: Tables | null | undefined;
   /** The ports to pass over from the latest read, for `#avoidOf`. */
   #avoid: { bound: ReadonlySet<number>; range: PortRange; ports: number[] } = {
     bound: new Set(),
@@ -224,9 +226,12 @@ export class Proposals {
    * this connection: Linux, and a server that says its range.
    */
   #tables(): Tables | undefined {
-    const read = this.#transport.boundPorts;
-    if (read === undefined || this.#conn.range === undefined) return undefined;
-    return tablesOf(read);
+    if (this.#conn.range === undefined) return undefined;
+    if (this.#reader === undefined) {
+      const read = this.#transport.boundPorts;
+      this.#reader = read === undefined ? null : tablesOf(read);
+    }
+    return this.#reader ?? undefined;
   }
 
   /**
