@@ -62,10 +62,17 @@ interface Proposal {
 export type Checked = number | readonly number[] | undefined;
 
 /**
- * A new registration waiting to be checked; `use` says whether it took the
- * check (it may have been freed meanwhile).
+ * Gives the new registration `ticket` its check, on the connection it was
+ * asked on; says whether it took it (it may have been freed meanwhile).
  */
-type Use = (checked: Checked) => boolean;
+export type Use<T> = (ticket: T, checked: Checked) => boolean;
+
+/** A new registration waiting to be checked. */
+interface Waiting {
+  readonly exclude: readonly number[];
+  readonly ticket: unknown;
+  readonly use: Use<unknown>;
+}
 
 /** The checked proposals of this client, and the bind probe. */
 export class Proposals {
@@ -80,7 +87,7 @@ export class Proposals {
    */
   #pool: Proposal[] = [];
   /** The new registrations of this turn waiting for the next proposals. */
-  #waiting: { exclude: readonly number[]; use: Use }[] = [];
+  #waiting: Waiting[] = [];
   /** The reads of the tables begun when the last of them asked. */
   #begun = 0;
   #scheduled = false;
@@ -132,10 +139,10 @@ export class Proposals {
    * when none can be had (no probe, an older server, none could be bound),
    * to allocate the usual way.
    */
-  claim(exclude: readonly number[], use: Use): void {
+  claim<T>(exclude: readonly number[], ticket: T, use: Use<T>): void {
     const conn = this.#conn;
     if (!this.#probe || !conn.connected || this.#noPeek === conn.epoch) {
-      use(undefined);
+      use(ticket, undefined);
       return;
     }
     this.#used++;
@@ -149,12 +156,12 @@ export class Proposals {
     const i = pool.findIndex((p) => !exclude.includes(p.port));
     if (i >= 0) {
       const [p] = pool.splice(i, 1);
-      if (!use(p!.port)) pool.unshift(p!);
+      if (!use(ticket, p!.port)) pool.unshift(p!);
       return;
     }
-    if (conn.peekMax === 0) use(undefined); // one proposal at a time
+    if (conn.peekMax === 0) use(ticket, undefined); // one proposal at a time
     else {
-      this.#waiting.push({ exclude, use });
+      this.#waiting.push({ exclude, ticket, use: use as Use<unknown> });
       this.#begun = this.#tables()?.begun ?? 0;
     }
   }
@@ -193,13 +200,13 @@ export class Proposals {
       !this.#allocates || !this.#probe || !conn.connected ||
       this.#noPeek === conn.epoch
     ) {
-      for (const w of group) w.use(undefined);
+      for (const w of group) w.use(w.ticket, undefined);
       return;
     }
     const max = conn.peekMax;
     if (max === 0) {
       // an older server proposes one port at a time: one kept, as before
-      for (const w of group) w.use(undefined);
+      for (const w of group) w.use(w.ticket, undefined);
       if (this.#limit > 0 && fresh === 0 && this.#asking === 0) {
         this.#send(1, [], 1);
       }
@@ -213,7 +220,7 @@ export class Proposals {
         if (!conn.connected || conn.epoch !== epoch) return; // re-asserted
         const avoid = this.#avoidOf(bound);
         if (avoid === undefined) return this.#send(n, group, max);
-        for (const w of group) w.use(avoid);
+        for (const w of group) w.use(w.ticket, avoid);
         if (spare > 0) this.#send(spare, [], max);
       });
       return;
@@ -258,7 +265,7 @@ export class Proposals {
    */
   #send(
     n: number,
-    group: { exclude: readonly number[]; use: Use }[],
+    group: Waiting[],
     max: number,
   ): void {
     const conn = this.#conn;
@@ -292,7 +299,7 @@ export class Proposals {
   async #answered(
     epoch: number,
     spare: number,
-    group: { exclude: readonly number[]; use: Use }[],
+    group: Waiting[],
     replies: unknown[],
   ): Promise<void> {
     const conn = this.#conn;
@@ -325,7 +332,7 @@ export class Proposals {
         else port = p;
       }
       if (!live) continue; // the reconnect asserts them again
-      if (!w.use(port) && port !== undefined) kept.push(port);
+      if (!w.use(w.ticket, port) && port !== undefined) kept.push(port);
     }
     for (; next < good.length; next++) kept.push(good[next]!);
     for (const port of kept) {

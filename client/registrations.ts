@@ -35,7 +35,12 @@ interface LocalService {
   epoch: number;
   wantReady: boolean;
   visible: boolean;
-  onPort: ((port: number) => void) | undefined;
+  /**
+   * Resolves the caller's promise with the port, until the port is known;
+   * `service()`'s or `allocate()`'s callback, told the port then.
+   */
+  resolve: ((port: number) => void) | undefined;
+  cb: ServiceCallback | undefined;
   onFail: (err: unknown) => void;
   /** Rejects the caller's promise if it is still pending; reports nothing. */
   cancel: (err: unknown) => void;
@@ -199,16 +204,18 @@ export class Registrations {
       this.#send(svc, undefined);
       return;
     }
-    const epoch = this.#conn.epoch;
-    this.#proposals.claim(svc.exclude, (checked) => {
-      if (
-        !this.#services.has(svc) || svc.port !== undefined ||
-        this.#conn.epoch !== epoch || !this.#conn.connected
-      ) return false; // freed meanwhile, or the reconnect asserts it
-      this.#send(svc, checked);
-      return true;
-    });
+    this.#proposals.claim(svc.exclude, svc, this.#checked);
   }
+
+  /** A new registration's check: sent with it, if it still needs it. */
+  #checked = (svc: LocalService, checked: Checked): boolean => {
+    if (
+      !this.#services.has(svc) || svc.port !== undefined ||
+      !this.#conn.connected
+    ) return false; // freed meanwhile, or the reconnect asserts it
+    this.#send(svc, checked);
+    return true;
+  };
 
   /**
    * Sends `svc`'s allocation or re-assertion; a new one `checked` asks for
@@ -333,9 +340,31 @@ export class Registrations {
     }
     if (svc.port === undefined) {
       svc.port = record.port;
-      svc.onPort?.(record.port);
-      svc.onPort = undefined;
+      this.#portKnown(svc, record.port);
     }
+  }
+
+  /**
+   * A new registration got its port: its callback is told, then its
+   * promise resolves (an automatic one's once it is visible).
+   */
+  #portKnown(svc: LocalService, port: number): void {
+    const { resolve, cb, cancel: reject } = svc;
+    if (resolve === undefined) return;
+    svc.resolve = undefined;
+    svc.cb = undefined;
+    svc.onFail = this.#report;
+    const auto = cb === undefined || cb.length < 2;
+    try {
+      if (cb !== undefined) {
+        if (auto) (cb as (port: number) => void)(port);
+        else cb(port, () => this.#makeReady(svc));
+      }
+    } catch (err) {
+      this.#report(err);
+    }
+    if (!auto || svc.visible) resolve(port);
+    else this.#makeReady(svc).then(() => resolve(port), reject); // LOST meanwhile
   }
 
   /** Gives back a port that cannot be bound and asks for another. */
@@ -521,27 +550,14 @@ export class Registrations {
         readyWaiters: NONE,
         onFail: reject,
         cancel: reject,
-        onPort: undefined,
+        resolve,
+        cb,
         exclude: NONE,
         auto,
         assumed: false,
         record: undefined,
         retry: undefined,
         failures: 0,
-      };
-      svc.onPort = (port) => {
-        svc.onFail = this.#report;
-        const ready = (): Promise<void> => this.#makeReady(svc);
-        try {
-          if (cb !== undefined) {
-            if (auto) (cb as (port: number) => void)(port);
-            else cb(port, ready);
-          }
-        } catch (err) {
-          this.#report(err);
-        }
-        if (!auto || svc.visible) resolve(port);
-        else ready().then(() => resolve(port), reject); // LOST meanwhile
       };
       this.#proposals.wanted();
       this.#services.add(svc);
@@ -604,7 +620,8 @@ export class Registrations {
         readyWaiters: [{ shown: () => resolve(svc.record!), lost: reject }],
         onFail: reject,
         cancel: reject,
-        onPort: undefined,
+        resolve: undefined,
+        cb: undefined,
         exclude: NONE,
         auto: false,
         assumed: true,
