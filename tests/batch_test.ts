@@ -232,7 +232,7 @@ function suite(t: Transport): void {
         ops: [
           { op: "allocate", role: "a@1.0.0", ready: true },
           { op: "allocate", role: "b@1.0.0", exclude: [10001], port: 10002 },
-          { op: "allocate", role: "c@1.0.0", exclude: [10003] },
+          { op: "allocate", role: "c@1.0.0", exclude: [10001, 10003] },
           { op: "allocate", role: "d@1.0.0", ready: true },
         ],
       });
@@ -240,7 +240,8 @@ function suite(t: Transport): void {
         result?: { port: number };
         error?: { code: string };
       }[];
-      // a named port is not excluded; the rest pick from the ports left
+      // a named port is not excluded; the others pick from the ports
+      // neither list names (c's own exclude and the batch's leave none)
       assert.equal(results[1]!.result?.port, 10002);
       assert.equal(results[2]!.error?.code, "RANGE_EXHAUSTED");
       assert.deepEqual(
