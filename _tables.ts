@@ -58,16 +58,18 @@ export class PortTable<E> {
    * caller's clock, as `now`), as proposed to a client or as just freed.
    */
   hold(port: number, kind: HoldKind, until: number, now: number): void {
-    // a port has one hold, the newest
+    this.#unhold(port); // a port has one hold, the newest
     if (kind === "proposed") {
-      if (this.#freed?.drop(port) && this.#freed.empty) this.#freed = undefined;
       (this.#proposed ??= new Holds()).add(port, until, now);
-    } else {
-      if (this.#proposed?.drop(port) && this.#proposed.empty) {
-        this.#proposed = undefined;
-      }
-      (this.#freed ??= new Holds()).add(port, until, now);
+    } else (this.#freed ??= new Holds()).add(port, until, now);
+  }
+
+  /** Forgets `port`'s hold, if it has one. */
+  #unhold(port: number): void {
+    if (this.#proposed?.drop(port) && this.#proposed.empty) {
+      this.#proposed = undefined;
     }
+    if (this.#freed?.drop(port) && this.#freed.empty) this.#freed = undefined;
   }
 
   /** Whether any port is held (ones whose hold ended may count until pruned). */
@@ -107,10 +109,7 @@ export class PortTable<E> {
 
   /** Makes `e` the holder of `port` (replacing any). */
   set(port: number, e: E): void {
-    if (this.#proposed?.drop(port) && this.#proposed.empty) {
-      this.#proposed = undefined;
-    }
-    if (this.#freed?.drop(port) && this.#freed.empty) this.#freed = undefined;
+    this.#unhold(port);
     const inside = port >= this.low && port <= this.high;
     if (inside && this.get(port) === undefined) this.#inRange++;
     const d = this.#dense;

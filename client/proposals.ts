@@ -107,11 +107,9 @@ export class Proposals {
   /** This process's table reader (`null`: the transport reads none). */
   #reader: Tables | null | undefined;
   /** The ports to pass over from the latest read, for `#avoidOf`. */
-  #avoid: { bound: ReadonlySet<number>; range: PortRange; ports: number[] } = {
-    bound: new Set(),
-    range: [0, 0],
-    ports: [],
-  };
+  #avoid:
+    | { bound: ReadonlySet<number>; range: PortRange; ports: number[] }
+    | undefined;
 
   constructor(
     conn: Connection,
@@ -248,14 +246,13 @@ export class Proposals {
   #avoidOf(bound: ReadonlySet<number> | undefined): number[] | undefined {
     const range = this.#conn.range;
     if (bound === undefined || range === undefined) return undefined;
-    const last = this.#avoid;
-    if (last.bound !== bound || last.range !== range) {
+    let last = this.#avoid;
+    if (last?.bound !== bound || last.range !== range) {
       const ports: number[] = [];
       for (const p of bound) if (p >= range[0] && p <= range[1]) ports.push(p);
-      this.#avoid = { bound, range, ports };
+      this.#avoid = last = { bound, range, ports };
     }
-    const ports = this.#avoid.ports;
-    return ports.length <= MAX_AVOID ? ports : undefined;
+    return last.ports.length <= MAX_AVOID ? last.ports : undefined;
   }
 
   /**
