@@ -559,13 +559,15 @@ class SeaportServer implements Server {
     const splitter = new LineSplitter(this.#limits.line);
     const onLine = (line: string | typeof LINE_TOO_LONG) => this.#line(s, line);
     try {
-      while (s.state !== State.Closed) {
-        const chunk = await conn.read();
-        if (chunk === null) break;
+      let chunk: Uint8Array | null;
+      while (s.state !== State.Closed && (chunk = await conn.read()) !== null) {
         // One clock read per chunk: the silence timeout's, and the start of
         // the wake-up time of a request in it (/metrics).
         this.#started = s.lastSeen = performance.now();
         splitter.push(chunk, onLine);
+        // Not kept while the next read waits: after a burst, an idle
+        // connection would hold its last chunk (up to 64 KiB) until then.
+        chunk = null;
       }
     } catch {
       // a reset connection ends like a closed one

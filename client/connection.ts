@@ -296,11 +296,11 @@ export class Connection {
       this.#message(msg);
     };
     try {
-      while (true) {
-        const chunk = await conn.read();
-        if (chunk === null) break;
+      let chunk: Uint8Array | null;
+      while ((chunk = await conn.read()) !== null) {
         this.#lastHeard = Date.now();
         splitter.push(chunk, onLine);
+        chunk = null; // not kept while the next read waits
       }
     } catch (err) {
       reason = err;
