@@ -443,7 +443,7 @@ class SeaportServer implements Server {
       await store.announce(address);
       this.#announce ??= () => store.servers;
     }
-    const every = Math.max(10, Math.floor(this.#limits.timeout / 10));
+    const every = Math.max(10, Math.floor(this.#limits.timeout / 20));
     this.#sweeper = setInterval(() => this.#sweep(), every);
     if (this.#httpOptions !== undefined) {
       try {

@@ -27,8 +27,8 @@ import {
 /** The server's heartbeat and timeout in these tests, in ms. */
 const HEARTBEAT = 200;
 const TIMEOUT = 1000;
-/** The server sweeps for silent connections every tenth of the timeout. */
-const SWEEP = TIMEOUT / 10;
+/** The server sweeps for silent connections every twentieth of the timeout. */
+const SWEEP = TIMEOUT / 20;
 /**
  * Timers and I/O may run this late on a busy machine; on the etcd store a
  * free is also one etcd write (an fsync on etcd's disk, which other work on
