@@ -24,7 +24,7 @@ export const SIZES = {
   queries: 2000,
   queryWarmup: 100,
   /** (c) wake-up trials (after `wakeWarmup` uncounted ones). */
-  trials: 500,
+  trials: 2000,
   wakeWarmup: 20,
   /** (d) registrations held by the killed or stopped client. */
   hold: 1000,
